@@ -1,0 +1,106 @@
+//! `host-trainer`: trains the onboard models on rover images and writes a model bundle.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use host_trainer::config::TrainConfig;
+use host_trainer::data::{TRAIN_SPLIT, VAL_SPLIT};
+use host_trainer::device::DeviceChoice;
+use host_trainer::run::{self, TrainOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "host-trainer", version, about = "Train the rover triage models and export a model bundle")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train autoencoder + k-means and the classifier, export and check the bundle.
+    Train(TrainArgs),
+    /// Print the default training configuration as JSON.
+    DefaultConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// MSL dataset root (holds calibrated/, the split files and the synset file).
+    #[arg(long)]
+    data: PathBuf,
+    /// Training split file(s) relative to --data.
+    #[arg(long = "train-split", default_values_t = [TRAIN_SPLIT.to_string()])]
+    train_splits: Vec<String>,
+    /// Validation split relative to --data; `none` to skip validation.
+    #[arg(long, default_value = VAL_SPLIT)]
+    val_split: String,
+    /// Extra folder(s) of unlabeled images for the autoencoder.
+    #[arg(long)]
+    unlabeled: Vec<PathBuf>,
+    /// Training configuration JSON (see `host-trainer default-config`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the configuration's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Bundle folder to write.
+    #[arg(long, default_value = "models/default")]
+    out: PathBuf,
+    /// Run folder for weights, configs and metrics.
+    #[arg(long, default_value = "runs/default")]
+    work: PathBuf,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Print the run report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let mut config = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    let opts = TrainOptions {
+        data: a.data,
+        train_splits: a.train_splits,
+        val_split: (a.val_split != "none").then_some(a.val_split),
+        unlabeled: a.unlabeled,
+        out: a.out,
+        work: a.work,
+        device: a.device,
+        config,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let report = run::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let (Some(c), Some(k)) = (&report.validation_classification, &report.validation_clustering) {
+        println!(
+            "validation: top1 {:.4}, macro-F1 {:.4}; clusters: hungarian {:.4}, majority {:.4}, NMI {:.4}, ARI {:.4}",
+            c.top1, c.macro_f1, k.hungarian_acc, k.majority_acc, k.nmi, k.ari
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Train(a) => train(a),
+        Command::DefaultConfig => serde_json::to_string_pretty(&TrainConfig::default())
+            .map(|s| println!("{s}"))
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

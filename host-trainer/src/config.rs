@@ -1,0 +1,146 @@
+//! Training configuration, saved as JSON next to every weight file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// One training stage (autoencoder or classifier).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageConfig {
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Stop after this many optimizer steps in total (for smoke runs); `None` = no cap.
+    pub max_steps: Option<usize>,
+}
+
+/// Everything that determines a training run; with the same data it reproduces the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Seed of every random choice (weights, shuffles, augmentation, k-means).
+    pub seed: u64,
+    /// Input side N: images are resized to N x N.
+    pub input_size: u32,
+    /// Latent size M of the autoencoder.
+    pub latent_dim: i64,
+    /// Output channels of the autoencoder's stride-2 convolutions (one per stage).
+    pub ae_channels: Vec<i64>,
+    /// Output channels of the classifier's stride-2 conv-BN-ReLU blocks.
+    pub classifier_channels: Vec<i64>,
+    /// Number of k-means clusters.
+    pub k: usize,
+    /// k-means restarts (best inertia wins).
+    pub kmeans_restarts: usize,
+    /// k-means iteration cap per restart.
+    pub kmeans_max_iter: usize,
+    /// k-means stops when no centroid moves more than this (Euclidean).
+    pub kmeans_tol: f32,
+    /// L2-normalize latents before clustering and onboard.
+    pub l2_normalize: bool,
+    /// Autoencoder stage.
+    pub autoencoder: StageConfig,
+    /// Classifier stage.
+    pub classifier: StageConfig,
+    /// Use at most this many images of each split (for smoke runs); `None` = all.
+    pub limit_images: Option<usize>,
+    /// Number of validation images checked for tch/tract parity after export.
+    pub parity_images: usize,
+    /// Largest allowed absolute difference between tch and tract outputs.
+    pub parity_tolerance: f32,
+    /// Science value per class name; classes not listed get 1.0.
+    pub science_values: BTreeMap<String, f32>,
+    /// CPU threads for libtorch.
+    pub threads: i32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let values = [
+            ("ground", 0.4),
+            ("horizon", 1.5),
+            ("drill holes", 2.0),
+            ("drill", 1.5),
+            ("scoop", 1.5),
+            ("wheel", 1.2),
+            ("observation tray", 1.5),
+            ("portion box", 1.2),
+            ("portion tube opening", 1.2),
+            ("sun", 1.2),
+            ("apxs cal target", 0.6),
+            ("chemcam cal target", 0.6),
+            ("mahli cal target", 0.6),
+            ("mastcam cal target", 0.6),
+        ];
+        Self {
+            seed: 17,
+            input_size: 64,
+            latent_dim: 64,
+            ae_channels: vec![16, 32, 64, 64],
+            classifier_channels: vec![32, 64, 128, 128],
+            k: 24,
+            kmeans_restarts: 8,
+            kmeans_max_iter: 300,
+            kmeans_tol: 1e-5,
+            l2_normalize: true,
+            autoencoder: StageConfig {
+                epochs: 25,
+                batch_size: 64,
+                lr: 1e-3,
+                max_steps: None,
+            },
+            classifier: StageConfig {
+                epochs: 30,
+                batch_size: 64,
+                lr: 1e-3,
+                max_steps: None,
+            },
+            limit_images: None,
+            parity_images: 32,
+            parity_tolerance: 1e-4,
+            science_values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            threads: 2,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a config JSON file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+        let cfg: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid training config; compare with `host-trainer default-config`", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("{}: invalid training config", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks the values a run relies on.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let stages = self.ae_channels.len() as u32;
+        anyhow::ensure!(!self.ae_channels.is_empty() && !self.classifier_channels.is_empty(), "channel lists must not be empty");
+        anyhow::ensure!(
+            self.input_size >= 8 && self.input_size % (1 << stages) == 0,
+            "input_size {} must be a multiple of 2^{} (one halving per autoencoder stage)",
+            self.input_size,
+            stages
+        );
+        anyhow::ensure!(self.latent_dim > 0 && self.k > 0, "latent_dim and k must be positive");
+        anyhow::ensure!(self.kmeans_restarts > 0 && self.kmeans_max_iter > 0, "k-means restarts and iterations must be positive");
+        for s in [&self.autoencoder, &self.classifier] {
+            anyhow::ensure!(s.batch_size > 0 && s.lr > 0.0, "batch_size and lr must be positive");
+        }
+        anyhow::ensure!(self.threads > 0, "threads must be positive");
+        Ok(())
+    }
+
+    /// Science value of a class name.
+    pub fn science_value(&self, class: &str) -> f32 {
+        self.science_values.get(class).copied().unwrap_or(1.0)
+    }
+}

@@ -1,0 +1,19 @@
+//! Ground-side trainer: learns the onboard models from rover images and writes model bundles.
+//!
+//! Modules by concern: [`config`] (serde training configuration), [`data`] (MSL layout and
+//! image folders), [`model`] (autoencoder and classifier), [`train`] (training loops),
+//! [`cluster`] (k-means), [`evaluate`] (metrics on a labeled split), [`export`] (ONNX
+//! writer), [`bundle_writer`] (bundle folder and model card), [`device`] (device choice).
+
+pub mod bundle_writer;
+pub mod cluster;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod evaluate;
+pub mod export;
+pub mod model;
+pub mod progress;
+pub mod report;
+pub mod run;
+pub mod train;

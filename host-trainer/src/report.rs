@@ -1,0 +1,110 @@
+//! Reports of a training run: the metrics JSON and the bundle's model card.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::evaluate::{ClassificationMetrics, ClusterMetrics, Parity};
+use crate::train::History;
+
+/// Everything a training run measured; saved as `metrics.json` in the run folder and bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Bundle name.
+    pub name: String,
+    /// Command line.
+    pub command: String,
+    /// Device used.
+    pub device: String,
+    /// Source commit.
+    pub source_commit: String,
+    /// Training images (labeled) and unlabeled images added to the autoencoder.
+    pub train_images: usize,
+    /// Extra unlabeled images.
+    pub unlabeled_images: usize,
+    /// Validation split used, if any.
+    pub validation_split: Option<String>,
+    /// Autoencoder training.
+    pub autoencoder: History,
+    /// Classifier training.
+    pub classifier: History,
+    /// k-means inertia and iterations on the training latents.
+    pub kmeans_inertia: f64,
+    /// Iterations of the winning k-means restart.
+    pub kmeans_iterations: usize,
+    /// Clustering of the training latents against the training labels.
+    pub train_clustering: ClusterMetrics,
+    /// Validation classification (tch, f32), if a validation split was given.
+    pub validation_classification: Option<ClassificationMetrics>,
+    /// Validation clustering (tch, f32), if a validation split was given.
+    pub validation_clustering: Option<ClusterMetrics>,
+    /// tch vs tract parity of the encoder.
+    pub encoder_parity: Parity,
+    /// tch vs tract parity of the classifier.
+    pub classifier_parity: Parity,
+    /// Graph files and sizes in bytes.
+    pub files: Vec<(String, u64)>,
+    /// Training configuration.
+    pub config: TrainConfig,
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |x| format!("{x:.4}"))
+}
+
+/// Markdown model card for the bundle.
+pub fn model_card(r: &RunReport, dataset: &str) -> String {
+    let vc = r.validation_classification.as_ref();
+    let vk = r.validation_clustering.as_ref();
+    let mut s = String::new();
+    s.push_str(&format!("# Model card: `{}`\n\n", r.name));
+    s.push_str("Written by `host-trainer train`; every number below was measured by that command.\n\n");
+    s.push_str("## What it is\n\n");
+    s.push_str(&format!(
+        "- Encoder: convolutional autoencoder (channels {:?}, latent {}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {} on {}latents.\n",
+        r.config.ae_channels, r.config.latent_dim, r.config.input_size, r.config.input_size, r.config.k,
+        if r.config.l2_normalize { "L2-normalized " } else { "" }
+    ));
+    s.push_str(&format!(
+        "- Classifier: small CNN (conv-BN-ReLU channels {:?}, global average pool, linear), cross-entropy.\n",
+        r.config.classifier_channels
+    ));
+    s.push_str("- Graphs: f32 ONNX (opset 13, standard ops only), written by the project's exporter.\n\n");
+    s.push_str("## How it was made\n\n");
+    s.push_str(&format!("```\n{}\n```\n\n", r.command));
+    s.push_str(&format!(
+        "- Data: `{dataset}`; {} labeled training images{}; validation split: {}.\n",
+        r.train_images,
+        if r.unlabeled_images > 0 { format!(" plus {} unlabeled images for the autoencoder", r.unlabeled_images) } else { String::new() },
+        r.validation_split.as_deref().unwrap_or("none")
+    ));
+    s.push_str(&format!("- Seed: {}; full configuration in `metrics.json` (`config`) and in the bundle manifest.\n", r.config.seed));
+    s.push_str(&format!("- Device: {}; source commit `{}`.\n", r.device, r.source_commit));
+    s.push_str(&format!(
+        "- Training time: autoencoder {:.0} s ({} steps), classifier {:.0} s ({} steps).\n\n",
+        r.autoencoder.seconds, r.autoencoder.steps, r.classifier.seconds, r.classifier.steps
+    ));
+    s.push_str("## Validation metrics (tch, f32)\n\n| metric | value |\n| --- | --- |\n");
+    s.push_str(&format!("| top-1 | {} |\n", fmt_opt(vc.map(|m| m.top1))));
+    s.push_str(&format!("| macro-F1 | {} |\n", fmt_opt(vc.map(|m| m.macro_f1))));
+    s.push_str(&format!("| cluster Hungarian accuracy (k = {}) | {} |\n", r.config.k, fmt_opt(vk.map(|m| m.hungarian_acc))));
+    s.push_str(&format!("| cluster majority accuracy | {} |\n", fmt_opt(vk.map(|m| m.majority_acc))));
+    s.push_str(&format!("| NMI | {} |\n", fmt_opt(vk.map(|m| m.nmi))));
+    s.push_str(&format!("| ARI | {} |\n\n", fmt_opt(vk.map(|m| m.ari))));
+    if let Some(m) = vc {
+        s.push_str("Per-class recall on validation:\n\n| class | recall |\n| --- | --- |\n");
+        for (k, v) in &m.per_class_recall {
+            s.push_str(&format!("| {k} | {v:.3} |\n"));
+        }
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "## Export parity\n\nMax |tch - tract| on {} images: encoder {:.2e}, classifier {:.2e} (tolerance {:.0e}).\n\n",
+        r.encoder_parity.images, r.encoder_parity.max_abs_diff, r.classifier_parity.max_abs_diff, r.config.parity_tolerance
+    ));
+    s.push_str("## Files\n\n| file | bytes |\n| --- | --- |\n");
+    for (f, b) in &r.files {
+        s.push_str(&format!("| {f} | {b} |\n"));
+    }
+    s.push_str("\n## Limits\n\nValidation (sols 182-564) is easier than later sols; test-split figures are measured separately. The bundle is a first version: the clustering and classifier issues replace both models.\n");
+    s
+}

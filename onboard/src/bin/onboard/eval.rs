@@ -1,0 +1,86 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use onboard::metrics;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Dataset root; label paths are relative to it.
+    #[arg(long)]
+    data: PathBuf,
+    /// Labels file: lines `calibrated/NAME.JPG CLASS_ID`.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Model bundle folder.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print only the JSON object (no summary on stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = crate::model_dir(args.model);
+    let mut analyzer = crate::load_analyzer(&model)?;
+    let items = onboard::labels::read_labels(&args.labels)?;
+    let classes: Vec<String> = analyzer.bundle.manifest.classes.iter().map(|c| c.name.clone()).collect();
+    let k = analyzer.bundle.manifest.clustering.centroids.len();
+    let (mut truth, mut pred, mut clusters) = (Vec::new(), Vec::new(), Vec::new());
+    let mut skipped = Vec::new();
+    let bar = if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(items.len() as u64) };
+    for onboard::labels::Labeled { file, class: id } in &items {
+        bar.inc(1);
+        if *id >= classes.len() {
+            bail!("{}: class id {id} of {file} is outside the bundle's {} classes; use the bundle trained for this label set", args.labels.display(), classes.len());
+        }
+        match analyzer.analyze_file(&args.data.join(file)) {
+            Ok(a) => {
+                truth.push(*id);
+                pred.push(a.class);
+                clusters.push(a.cluster);
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("skip {file}: {e}"));
+                skipped.push(serde_json::json!({"file": file, "reason": e.to_string()}));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let reports = metrics::class_reports(&truth, &pred, classes.len());
+    let per_class_recall: BTreeMap<&str, f64> = reports
+        .iter()
+        .filter(|r| r.support > 0)
+        .map(|r| (classes[r.class].as_str(), r.recall))
+        .collect();
+    let doc = serde_json::json!({
+        "model": model.display().to_string(),
+        "labels": args.labels.display().to_string(),
+        "images": truth.len(),
+        "skipped": skipped.len(),
+        "skipped_files": skipped,
+        "top1": metrics::accuracy(&truth, &pred),
+        "macro_f1": metrics::macro_f1(&reports),
+        "per_class_recall": per_class_recall,
+        "k": k,
+        "cluster_hungarian_acc": metrics::hungarian_accuracy(&truth, &clusters),
+        "cluster_majority_acc": metrics::majority_accuracy(&truth, &clusters),
+        "nmi": metrics::nmi(&truth, &clusters),
+        "ari": metrics::ari(&truth, &clusters),
+        "predictions": truth.iter().zip(&pred).zip(&clusters).map(|((t, p), c)| [*t, *p, *c]).collect::<Vec<_>>(),
+    });
+    if !args.json {
+        eprintln!(
+            "{} images, {} skipped: top1 {:.4}, macro-F1 {:.4}; clusters (k={k}): hungarian {:.4}, majority {:.4}, NMI {:.4}, ARI {:.4}",
+            doc["images"], doc["skipped"], doc["top1"].as_f64().unwrap_or(0.0), doc["macro_f1"].as_f64().unwrap_or(0.0),
+            doc["cluster_hungarian_acc"].as_f64().unwrap_or(0.0), doc["cluster_majority_acc"].as_f64().unwrap_or(0.0),
+            doc["nmi"].as_f64().unwrap_or(0.0), doc["ari"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&doc)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `onboard`: runs a model bundle over rover images and plans the downlink.
+
+mod eval;
+mod prioritize;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "onboard", version, about = "Onboard image triage: cluster, classify and prioritize rover images for downlink")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Analyse every image in DIR and print the downlink plan, highest priority first.
+    Prioritize(prioritize::Args),
+    /// Evaluate the bundle on a labeled split; prints one JSON object on stdout.
+    Eval(eval::Args),
+}
+
+/// Default bundle folder, relative to the working directory.
+pub const DEFAULT_MODEL: &str = "models/default";
+
+/// Resolves the `--model` argument.
+pub fn model_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
+/// Loads a bundle and both graphs, with the bundle folder named in every error.
+pub fn load_analyzer(dir: &std::path::Path) -> anyhow::Result<onboard::pipeline::Analyzer> {
+    use anyhow::Context;
+    let bundle = onboard::bundle::Bundle::load(dir)
+        .with_context(|| format!("loading model bundle {} (pass --model DIR)", dir.display()))?;
+    onboard::pipeline::Analyzer::new(bundle)
+        .with_context(|| format!("loading the graphs of bundle {}", dir.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Prioritize(a) => prioritize::run(a),
+        Command::Eval(a) => eval::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

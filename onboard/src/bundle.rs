@@ -1,0 +1,380 @@
+//! Model bundle format v1: a folder holding `manifest.json` and the ONNX graphs it names.
+//!
+//! [`Bundle::load`] checks the format version, every graph's sha256, shapes and that every
+//! number is finite, and fails with an error naming the file and the fix.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The bundle format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// File name of the manifest inside a bundle folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// How an image becomes the input tensor `[1, 3, height, width]` (NCHW, f32).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Input width in pixels after resizing.
+    pub width: u32,
+    /// Input height in pixels after resizing.
+    pub height: u32,
+    /// Channel order of the tensor; only `"rgb"` is defined in v1.
+    pub channel_order: String,
+    /// Resampling filter used to resize the decoded image; only `"triangle"` in v1.
+    pub resize: String,
+    /// Per-channel value subtracted from the 0..255 pixel value.
+    pub mean: [f32; 3],
+    /// Per-channel divisor applied after subtracting `mean`.
+    pub std: [f32; 3],
+}
+
+/// What a graph computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphRole {
+    /// Image -> latent vector `[1, latent_dim]`.
+    Encoder,
+    /// Image -> class logits `[1, classes.len()]`.
+    Classifier,
+}
+
+/// Numeric precision of a graph file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit float weights and compute.
+    F32,
+    /// Integer (int8) weights and compute.
+    Int8,
+}
+
+/// One ONNX graph of the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphEntry {
+    /// What the graph computes.
+    pub role: GraphRole,
+    /// File name relative to the bundle folder.
+    pub file: String,
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+    /// Precision of the file.
+    pub precision: Precision,
+    /// Length of the output vector.
+    pub output_dim: usize,
+}
+
+/// The k-means clustering of the encoder's latent space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clustering {
+    /// Whether latents are L2-normalized before the nearest-centroid search.
+    pub l2_normalize: bool,
+    /// Centroids, `k` rows of `latent_dim` values.
+    pub centroids: Vec<Vec<f32>>,
+    /// Distance statistics of the training points of each cluster, one per centroid.
+    pub distance_stats: Vec<DistanceStats>,
+}
+
+/// Distance statistics of one cluster's training points to its centroid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DistanceStats {
+    /// Number of training points in the cluster.
+    pub count: u32,
+    /// Mean Euclidean distance.
+    pub mean: f32,
+    /// Standard deviation of the distance (> 0).
+    pub std: f32,
+    /// 95th percentile of the distance.
+    pub p95: f32,
+}
+
+/// One class of the classifier, in class-id order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassEntry {
+    /// Class id (position in the classifier output).
+    pub id: u32,
+    /// Class name from the dataset's synset file.
+    pub name: String,
+    /// Science value used by downlink scoring (>= 0).
+    pub science_value: f32,
+}
+
+/// Where the bundle came from, enough to retrain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Dataset name and version.
+    pub dataset: String,
+    /// Split files used for training, relative to the dataset root.
+    pub train_splits: Vec<String>,
+    /// Split file used for validation metrics, if any.
+    pub validation_split: Option<String>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// The full training configuration.
+    pub config: serde_json::Value,
+    /// Source commit of the trainer (`git rev-parse HEAD`), or `"unknown"`.
+    pub source_commit: String,
+    /// Command line that produced the bundle.
+    pub command: String,
+}
+
+/// `manifest.json`, format v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Must equal [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Bundle name.
+    pub name: String,
+    /// Input preprocessing shared by every graph.
+    pub input: InputSpec,
+    /// The graphs: exactly one encoder and one classifier.
+    pub graphs: Vec<GraphEntry>,
+    /// Length of the encoder output.
+    pub latent_dim: usize,
+    /// Latent-space clustering.
+    pub clustering: Clustering,
+    /// Classes in class-id order.
+    pub classes: Vec<ClassEntry>,
+    /// Training provenance.
+    pub provenance: Provenance,
+}
+
+/// A bundle that passed every check of [`Bundle::load`].
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Bundle folder.
+    pub dir: PathBuf,
+    /// Parsed and validated manifest.
+    pub manifest: Manifest,
+    /// Centroids flattened row-major `[k, latent_dim]`.
+    pub centroids_flat: Vec<f32>,
+}
+
+/// Why a bundle could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file could not be read.
+    #[error("{path}: cannot read: {source}; check that the bundle folder is complete (retrain or restore it)")]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON for this format.
+    #[error("{path}: invalid manifest: {source}; regenerate it with host-trainer")]
+    Parse {
+        /// Manifest path.
+        path: PathBuf,
+        /// Underlying error.
+        source: serde_json::Error,
+    },
+    /// The manifest was written for another format version.
+    #[error("{path}: format version {found} is not supported (this build reads {FORMAT_VERSION}); use a matching onboard build or re-export the bundle")]
+    Version {
+        /// Manifest path.
+        path: PathBuf,
+        /// Version in the file.
+        found: u32,
+    },
+    /// A graph file does not match the hash recorded in the manifest.
+    #[error("{path}: sha256 {found} does not match the manifest's {expected}; the file is corrupt or from another bundle: restore it")]
+    Hash {
+        /// Graph path.
+        path: PathBuf,
+        /// Hash in the manifest.
+        expected: String,
+        /// Hash of the file.
+        found: String,
+    },
+    /// The manifest is self-inconsistent.
+    #[error("{path}: {what}; fix the manifest or re-export the bundle")]
+    Invalid {
+        /// Manifest path.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl Bundle {
+    /// Loads and validates the bundle in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read(&path).map_err(|source| BundleError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let version: VersionProbe =
+            serde_json::from_slice(&text).map_err(|source| BundleError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(BundleError::Version {
+                path,
+                found: version.format_version,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(&text).map_err(|source| BundleError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        manifest
+            .validate()
+            .map_err(|what| BundleError::Invalid {
+                path: path.clone(),
+                what,
+            })?;
+        for g in &manifest.graphs {
+            let gp = dir.join(&g.file);
+            let found = sha256_file(&gp)?;
+            if found != g.sha256 {
+                return Err(BundleError::Hash {
+                    path: gp,
+                    expected: g.sha256.clone(),
+                    found,
+                });
+            }
+        }
+        let centroids_flat = manifest.clustering.centroids.concat();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            centroids_flat,
+        })
+    }
+
+    /// The graph of `role`, and its path.
+    pub fn graph(&self, role: GraphRole) -> (&GraphEntry, PathBuf) {
+        let g = self
+            .manifest
+            .graphs
+            .iter()
+            .find(|g| g.role == role)
+            .unwrap_or(&self.manifest.graphs[0]);
+        (g, self.dir.join(&g.file))
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    format_version: u32,
+}
+
+impl Manifest {
+    /// Checks internal consistency; returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let i = &self.input;
+        if i.width == 0 || i.height == 0 || i.width > 4096 || i.height > 4096 {
+            return Err(format!("input size {}x{} out of range 1..=4096", i.width, i.height));
+        }
+        if i.channel_order != "rgb" {
+            return Err(format!("channel_order {:?} unsupported (expected \"rgb\")", i.channel_order));
+        }
+        if i.resize != "triangle" {
+            return Err(format!("resize {:?} unsupported (expected \"triangle\")", i.resize));
+        }
+        if i.mean.iter().any(|v| !v.is_finite()) || i.std.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+            return Err("input mean/std must be finite and std > 0".into());
+        }
+        for role in [GraphRole::Encoder, GraphRole::Classifier] {
+            let n = self.graphs.iter().filter(|g| g.role == role).count();
+            if n != 1 {
+                return Err(format!("expected exactly one {role:?} graph, found {n}"));
+            }
+        }
+        for g in &self.graphs {
+            if g.file.contains('/') || g.file.contains('\\') || g.file.starts_with('.') {
+                return Err(format!("graph file {:?} must be a plain file name inside the bundle", g.file));
+            }
+            let want = match g.role {
+                GraphRole::Encoder => self.latent_dim,
+                GraphRole::Classifier => self.classes.len(),
+            };
+            if g.output_dim != want {
+                return Err(format!("{} output_dim {} != expected {want}", g.file, g.output_dim));
+            }
+        }
+        if self.latent_dim == 0 {
+            return Err("latent_dim is 0".into());
+        }
+        let c = &self.clustering;
+        if c.centroids.is_empty() {
+            return Err("no centroids".into());
+        }
+        if c.distance_stats.len() != c.centroids.len() {
+            return Err(format!(
+                "{} distance_stats for {} centroids",
+                c.distance_stats.len(),
+                c.centroids.len()
+            ));
+        }
+        for (k, row) in c.centroids.iter().enumerate() {
+            if row.len() != self.latent_dim {
+                return Err(format!("centroid {k} has {} values, latent_dim is {}", row.len(), self.latent_dim));
+            }
+            if row.iter().any(|v| !v.is_finite()) {
+                return Err(format!("centroid {k} holds a non-finite value"));
+            }
+        }
+        for (k, s) in c.distance_stats.iter().enumerate() {
+            if !(s.mean.is_finite() && s.p95.is_finite() && s.std.is_finite() && s.std > 0.0) {
+                return Err(format!("distance_stats {k} must be finite with std > 0"));
+            }
+        }
+        if self.classes.is_empty() {
+            return Err("no classes".into());
+        }
+        for (pos, cl) in self.classes.iter().enumerate() {
+            if cl.id as usize != pos {
+                return Err(format!("class {:?} has id {} at position {pos}", cl.name, cl.id));
+            }
+            if !cl.science_value.is_finite() || cl.science_value < 0.0 {
+                return Err(format!("class {:?} science_value must be finite and >= 0", cl.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the manifest as pretty JSON to `dir/manifest.json` atomically (temp file + rename).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join(MANIFEST_FILE), &text)
+    }
+}
+
+/// Lowercase hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    let bytes = std::fs::read(path).map_err(|source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes `bytes` to `path` through a synced temporary file in the same folder and a rename, so
+/// a crash leaves either the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,82 @@
+//! Allocation-free decision core: nearest centroid, novelty, class scoring and budgeted
+//! selection. Every function works on caller-owned slices; nothing here allocates.
+
+mod centroid;
+mod select;
+
+pub use centroid::{nearest_centroid, novelty, ClusterStats, Nearest};
+pub use select::{priority_score, select_under_budget, Candidate, ScoreWeights};
+
+/// Errors of the decision core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    /// A vector or table length does not match what the caller declared.
+    #[error("length mismatch: expected {expected}, got {got}")]
+    LengthMismatch {
+        /// Length the contract requires.
+        expected: usize,
+        /// Length that was passed.
+        got: usize,
+    },
+    /// An input held no entries where at least one is required.
+    #[error("empty input")]
+    Empty,
+}
+
+/// Numerically stable in-place softmax over `logits`; returns the index and probability of the
+/// largest entry, or `None` when `logits` is empty or holds a non-finite value.
+pub fn softmax_argmax(logits: &mut [f32]) -> Option<(usize, f32)> {
+    let mut max = f32::NEG_INFINITY;
+    for &v in logits.iter() {
+        if !v.is_finite() {
+            return None;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    if logits.is_empty() {
+        return None;
+    }
+    let mut sum = 0.0f32;
+    for v in logits.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    let mut best = (0usize, 0.0f32);
+    for (i, v) in logits.iter_mut().enumerate() {
+        *v /= sum;
+        if *v > best.1 {
+            best = (i, *v);
+        }
+    }
+    Some(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_matches_hand_values() {
+        let mut l = [0.0f32, (2.0f32).ln(), 0.0];
+        let (i, p) = softmax_argmax(&mut l).unwrap();
+        assert_eq!(i, 1);
+        assert!((p - 0.5).abs() < 1e-6);
+        assert!((l[0] - 0.25).abs() < 1e-6 && (l[2] - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_rejects_nan_and_empty() {
+        assert!(softmax_argmax(&mut [1.0, f32::NAN]).is_none());
+        assert!(softmax_argmax(&mut []).is_none());
+    }
+
+    #[test]
+    fn softmax_is_stable_for_large_logits() {
+        let mut l = [1000.0f32, 999.0];
+        let (i, p) = softmax_argmax(&mut l).unwrap();
+        assert_eq!(i, 0);
+        assert!((p - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+    }
+}

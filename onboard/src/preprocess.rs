@@ -1,0 +1,156 @@
+//! Image decoding with size limits, and preprocessing into the bundle's input tensor layout.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{imageops::FilterType, DynamicImage, ImageReader, Limits, RgbImage};
+
+use crate::bundle::InputSpec;
+
+/// Largest accepted image side in pixels; larger headers are refused before decoding.
+pub const MAX_SIDE: u32 = 8192;
+/// Largest accepted file size in bytes.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest decoder allocation in bytes.
+pub const MAX_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
+
+/// Why an image was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is empty.
+    #[error("empty file")]
+    Empty,
+    /// The file exceeds [`MAX_FILE_BYTES`].
+    #[error("file of {0} bytes exceeds the {MAX_FILE_BYTES}-byte limit")]
+    TooLarge(u64),
+    /// The content is not a decodable image, or exceeds the decode limits.
+    #[error("cannot decode: {0}")]
+    Decode(#[from] image::ImageError),
+    /// The decoded image is too small to carry information.
+    #[error("image of {0}x{1} pixels is below the 8x8 minimum")]
+    TooSmall(u32, u32),
+}
+
+/// Reads and decodes an image file (format guessed from content, not from the name) within the
+/// size limits above.
+pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
+    let meta = std::fs::metadata(path)?;
+    if meta.len() == 0 {
+        return Err(ImageError::Empty);
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ImageError::TooLarge(meta.len()));
+    }
+    let bytes = std::fs::read(path)?;
+    decode_bytes(&bytes)
+}
+
+/// Decodes an in-memory image within the size limits above.
+pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode()?;
+    if img.width() < 8 || img.height() < 8 {
+        return Err(ImageError::TooSmall(img.width(), img.height()));
+    }
+    Ok(img)
+}
+
+/// Resizes `img` to the spec's size as RGB8 with the spec's filter.
+pub fn resize_rgb(img: &DynamicImage, spec: &InputSpec) -> RgbImage {
+    let rgb = img.to_rgb8();
+    if rgb.width() == spec.width && rgb.height() == spec.height {
+        return rgb;
+    }
+    image::imageops::resize(&rgb, spec.width, spec.height, FilterType::Triangle)
+}
+
+/// Writes `rgb` into `out` as a planar `[3, height, width]` f32 tensor normalized with the
+/// spec's mean and std. `out.len()` must be `3 * width * height` and `rgb` must have the spec's
+/// size; returns `false` (leaving `out` unspecified) otherwise.
+pub fn normalize_into(rgb: &RgbImage, spec: &InputSpec, out: &mut [f32]) -> bool {
+    let (w, h) = (spec.width as usize, spec.height as usize);
+    let plane = w * h;
+    if out.len() != 3 * plane || rgb.width() as usize != w || rgb.height() as usize != h {
+        return false;
+    }
+    let inv = [1.0 / spec.std[0], 1.0 / spec.std[1], 1.0 / spec.std[2]];
+    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (f32::from(px[c]) - spec.mean[c]) * inv[c];
+        }
+    }
+    true
+}
+
+/// Decoded, resized and normalized tensor for `path`: `[3, height, width]` values.
+pub fn load_tensor(path: &Path, spec: &InputSpec) -> Result<Vec<f32>, ImageError> {
+    let img = decode_file(path)?;
+    let rgb = resize_rgb(&img, spec);
+    let mut out = vec![0.0; 3 * spec.width as usize * spec.height as usize];
+    normalize_into(&rgb, spec, &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(w: u32, h: u32) -> InputSpec {
+        InputSpec {
+            width: w,
+            height: h,
+            channel_order: "rgb".into(),
+            resize: "triangle".into(),
+            mean: [127.0; 3],
+            std: [128.0; 3],
+        }
+    }
+
+    fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 255]));
+        let mut buf = Vec::new();
+        DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png)
+            .unwrap();
+        buf
+    }
+
+    #[test]
+    fn normalizes_planar_rgb() {
+        let s = spec(16, 16);
+        let img = decode_bytes(&png_bytes(16, 16)).unwrap();
+        let rgb = resize_rgb(&img, &s);
+        let mut out = vec![0.0; 3 * 16 * 16];
+        assert!(normalize_into(&rgb, &s, &mut out));
+        assert_eq!(out[0], (0.0 - 127.0) / 128.0);
+        assert_eq!(out[16 * 16 + 16 * 3 + 2], (3.0 - 127.0) / 128.0);
+        assert_eq!(out[2 * 256], (255.0 - 127.0) / 128.0);
+    }
+
+    #[test]
+    fn refuses_garbage_empty_and_tiny() {
+        assert!(matches!(decode_bytes(b""), Err(ImageError::Empty)));
+        assert!(matches!(decode_bytes(b"not an image"), Err(ImageError::Decode(_))));
+        assert!(matches!(decode_bytes(&png_bytes(1, 1)), Err(ImageError::TooSmall(1, 1))));
+        let png = png_bytes(32, 32);
+        assert!(decode_bytes(&png[..png.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn normalize_checks_lengths() {
+        let s = spec(8, 8);
+        let rgb = RgbImage::new(8, 8);
+        assert!(!normalize_into(&rgb, &s, &mut [0.0; 10]));
+    }
+}

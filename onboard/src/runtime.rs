@@ -1,0 +1,115 @@
+//! tract runtime for the bundle's ONNX graphs.
+
+use std::path::{Path, PathBuf};
+
+use tract_onnx::prelude::*;
+
+/// Why a graph could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// tract refused the graph (bad file, unsupported op, or input shape mismatch).
+    #[error("{path}: cannot load graph for input [1, 3, {height}, {width}]: {message}; re-export the bundle for this input size")]
+    Load {
+        /// Graph file.
+        path: PathBuf,
+        /// Expected input height.
+        height: usize,
+        /// Expected input width.
+        width: usize,
+        /// tract's message, whole cause chain.
+        message: String,
+    },
+    /// The graph's output length differs from the manifest.
+    #[error("{path}: output has {found} values, the manifest says {expected}; the bundle is mismatched: re-export it")]
+    OutputShape {
+        /// Graph file.
+        path: PathBuf,
+        /// Length in the manifest.
+        expected: usize,
+        /// Length produced.
+        found: usize,
+    },
+    /// Running the graph failed.
+    #[error("{path}: inference failed: {message}")]
+    Run {
+        /// Graph file.
+        path: PathBuf,
+        /// tract's message.
+        message: String,
+    },
+}
+
+/// One loaded, optimized graph taking `[1, 3, height, width]` f32 and producing a flat output
+/// of `output_dim` f32 values. Holds its run state across calls.
+#[derive(Debug)]
+pub struct Graph {
+    path: PathBuf,
+    shape: [usize; 4],
+    output_dim: usize,
+    state: TypedSimpleState,
+}
+
+impl Graph {
+    /// Loads `path`, fixes its input to `[1, 3, height, width]`, optimizes it, and checks with
+    /// one zero input that it yields `output_dim` finite values.
+    pub fn load(path: &Path, height: usize, width: usize, output_dim: usize) -> Result<Self, RuntimeError> {
+        let load_err = |e: TractError| RuntimeError::Load {
+            path: path.to_path_buf(),
+            height,
+            width,
+            message: format!("{e:#}"),
+        };
+        let shape = [1, 3, height, width];
+        let plan = tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(load_err)?;
+        let state = plan.spawn().map_err(load_err)?;
+        let mut g = Self {
+            path: path.to_path_buf(),
+            shape,
+            output_dim,
+            state,
+        };
+        let zeros = vec![0.0f32; 3 * height * width];
+        let mut out = vec![0.0f32; output_dim];
+        g.run_into(&zeros, &mut out)?;
+        Ok(g)
+    }
+
+    /// Runs the graph on one planar `[3, height, width]` input, writing `output_dim` values.
+    pub fn run_into(&mut self, input: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
+        let run_err = |message: String| RuntimeError::Run {
+            path: self.path.clone(),
+            message,
+        };
+        let tensor = Tensor::from_shape(&self.shape, input).map_err(|e| run_err(format!("{e:#}")))?;
+        let outputs = self
+            .state
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(|e| run_err(format!("{e:#}")))?;
+        let first = outputs
+            .first()
+            .ok_or_else(|| run_err("graph produced no output".into()))?;
+        let view = first
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| run_err(format!("{e:#}")))?;
+        if view.len() != self.output_dim || out.len() != self.output_dim {
+            return Err(RuntimeError::OutputShape {
+                path: self.path.clone(),
+                expected: self.output_dim,
+                found: view.len(),
+            });
+        }
+        out.copy_from_slice(view);
+        Ok(())
+    }
+
+    /// The graph's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,40 @@
+"""Third-party checks of a model bundle's ONNX graphs.
+
+For every graph in BUNDLE/manifest.json: onnx.checker.check_model(full_check=True), then one
+run in ONNX Runtime (CPU, one thread) on the input tensor stored in INPUT (raw little-endian
+float32, shape [1, 3, H, W]), printing one JSON object per graph with the output values so the
+caller can compare them with tract.
+
+usage: python check_onnx.py BUNDLE INPUT
+"""
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def main() -> int:
+    bundle, input_path = sys.argv[1], sys.argv[2]
+    manifest = json.load(open(f"{bundle}/manifest.json"))
+    h, w = manifest["input"]["height"], manifest["input"]["width"]
+    x = np.fromfile(input_path, dtype="<f4").reshape(1, 3, h, w)
+    results = []
+    for g in manifest["graphs"]:
+        path = f"{bundle}/{g['file']}"
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
+        results.append({"file": g["file"], "role": g["role"], "shape": list(y.shape),
+                        "output": y.reshape(-1).astype(float).tolist()})
+    print(json.dumps({"onnx": onnx.__version__, "onnxruntime": ort.__version__, "graphs": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

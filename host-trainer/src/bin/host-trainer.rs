@@ -58,6 +58,21 @@ struct TrainArgs {
     json: bool,
 }
 
+/// The command line as a user would retype it: the program by name, and the dataset root as
+/// `$MSL_DATA` when it equals that variable.
+fn command_line() -> String {
+    let data = std::env::var("MSL_DATA").ok().filter(|d| !d.is_empty());
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| match (&data, i) {
+            (_, 0) => "host-trainer".to_string(),
+            (Some(d), _) if a.trim_end_matches('/') == d.trim_end_matches('/') => "$MSL_DATA".to_string(),
+            _ => a,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut config = match &a.config {
         Some(p) => TrainConfig::load(p)?,
@@ -75,7 +90,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         work: a.work,
         device: a.device,
         config,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: command_line(),
     };
     let report = run::run(&opts)?;
     if a.json {

@@ -18,11 +18,16 @@ fn torch_lib_dir() -> Option<std::path::PathBuf> {
         return Some(std::path::PathBuf::from(dir).join("lib"));
     }
     let out = std::process::Command::new("python3")
-        .args(["-c", "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
+        .args([
+            "-c",
+            "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    Some(std::path::PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()))
+    Some(std::path::PathBuf::from(
+        String::from_utf8(out.stdout).ok()?.trim(),
+    ))
 }

@@ -55,7 +55,10 @@ fn plus_plus_init(data: &[f32], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> V
     let mut centroids = Vec::with_capacity(k * dim);
     let first = rng.random_range(0..n);
     centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
-    let mut d2: Vec<f64> = data.chunks_exact(dim).map(|p| f64::from(sq_dist(p, &centroids[..dim]))).collect();
+    let mut d2: Vec<f64> = data
+        .chunks_exact(dim)
+        .map(|p| f64::from(sq_dist(p, &centroids[..dim])))
+        .collect();
     for _ in 1..k {
         let total: f64 = d2.iter().sum();
         let pick = if total > 0.0 {
@@ -106,13 +109,24 @@ fn lloyd(data: &[f32], dim: usize, mut centroids: Vec<f32>, cfg: &KMeansConfig) 
                 let far = data
                     .chunks_exact(dim)
                     .enumerate()
-                    .map(|(i, p)| (i, sq_dist(p, &centroids[assignment[i] * dim..(assignment[i] + 1) * dim])))
+                    .map(|(i, p)| {
+                        (
+                            i,
+                            sq_dist(
+                                p,
+                                &centroids[assignment[i] * dim..(assignment[i] + 1) * dim],
+                            ),
+                        )
+                    })
                     .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
                     .map_or(0, |(i, _)| i);
                 new[j * dim..(j + 1) * dim].copy_from_slice(&data[far * dim..(far + 1) * dim]);
                 assignment[far] = j;
             } else {
-                for (dst, s) in new[j * dim..(j + 1) * dim].iter_mut().zip(&sums[j * dim..(j + 1) * dim]) {
+                for (dst, s) in new[j * dim..(j + 1) * dim]
+                    .iter_mut()
+                    .zip(&sums[j * dim..(j + 1) * dim])
+                {
                     *dst = (*s / counts[j] as f64) as f32;
                 }
             }
@@ -144,10 +158,21 @@ fn lloyd(data: &[f32], dim: usize, mut centroids: Vec<f32>, cfg: &KMeansConfig) 
 
 /// Fits k-means to the `[n, dim]` points in `data`.
 pub fn fit(data: &[f32], dim: usize, cfg: &KMeansConfig) -> anyhow::Result<KMeans> {
-    anyhow::ensure!(dim > 0 && data.len() % dim == 0, "data length {} is not a multiple of dim {dim}", data.len());
+    anyhow::ensure!(
+        dim > 0 && data.len() % dim == 0,
+        "data length {} is not a multiple of dim {dim}",
+        data.len()
+    );
     let n = data.len() / dim;
-    anyhow::ensure!(cfg.k > 0 && n >= cfg.k, "k-means needs at least k = {} points, got {n}", cfg.k);
-    anyhow::ensure!(data.iter().all(|v| v.is_finite()), "k-means input holds non-finite values");
+    anyhow::ensure!(
+        cfg.k > 0 && n >= cfg.k,
+        "k-means needs at least k = {} points, got {n}",
+        cfg.k
+    );
+    anyhow::ensure!(
+        data.iter().all(|v| v.is_finite()),
+        "k-means input holds non-finite values"
+    );
     let mut best: Option<KMeans> = None;
     for r in 0..cfg.restarts.max(1) {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(r as u64 * 0x9E37_79B9));
@@ -182,7 +207,12 @@ pub fn distance_stats(data: &[f32], km: &KMeans) -> Vec<(u32, f32, f32, f32)> {
             let mean = d.iter().sum::<f32>() / n;
             let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
             let p95 = d[((d.len() - 1) as f32 * 0.95).round() as usize];
-            (d.len() as u32, mean, var.sqrt().max(1e-3 * mean.max(1e-3)), p95)
+            (
+                d.len() as u32,
+                mean,
+                var.sqrt().max(1e-3 * mean.max(1e-3)),
+                p95,
+            )
         })
         .collect()
 }
@@ -193,7 +223,9 @@ mod tests {
 
     fn planted(seed: u64, k: usize, per: usize, dim: usize) -> (Vec<f32>, Vec<usize>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let centers: Vec<Vec<f32>> = (0..k).map(|_| (0..dim).map(|_| rng.random_range(-50.0..50.0)).collect()).collect();
+        let centers: Vec<Vec<f32>> = (0..k)
+            .map(|_| (0..dim).map(|_| rng.random_range(-50.0..50.0)).collect())
+            .collect();
         let mut data = Vec::new();
         let mut truth = Vec::new();
         for i in 0..k * per {
@@ -209,7 +241,13 @@ mod tests {
     #[test]
     fn recovers_planted_clusters() {
         let (data, truth) = planted(3, 6, 40, 5);
-        let cfg = KMeansConfig { k: 6, restarts: 4, max_iter: 100, tol: 1e-6, seed: 1 };
+        let cfg = KMeansConfig {
+            k: 6,
+            restarts: 4,
+            max_iter: 100,
+            tol: 1e-6,
+            seed: 1,
+        };
         let km = fit(&data, 5, &cfg).unwrap();
         assert!((onboard::metrics::hungarian_accuracy(&truth, &km.assignment) - 1.0).abs() < 1e-12);
     }
@@ -217,13 +255,25 @@ mod tests {
     #[test]
     fn is_deterministic_under_a_seed() {
         let (data, _) = planted(4, 4, 30, 3);
-        let cfg = KMeansConfig { k: 4, restarts: 3, max_iter: 50, tol: 0.0, seed: 9 };
+        let cfg = KMeansConfig {
+            k: 4,
+            restarts: 3,
+            max_iter: 50,
+            tol: 0.0,
+            seed: 9,
+        };
         assert_eq!(fit(&data, 3, &cfg).unwrap(), fit(&data, 3, &cfg).unwrap());
     }
 
     #[test]
     fn refuses_too_few_points_and_nan() {
-        let cfg = KMeansConfig { k: 3, restarts: 1, max_iter: 10, tol: 0.0, seed: 0 };
+        let cfg = KMeansConfig {
+            k: 3,
+            restarts: 1,
+            max_iter: 10,
+            tol: 0.0,
+            seed: 0,
+        };
         assert!(fit(&[0.0, 1.0], 1, &cfg).is_err());
         assert!(fit(&[0.0, f32::NAN, 1.0, 2.0], 1, &cfg).is_err());
     }

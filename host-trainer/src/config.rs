@@ -113,8 +113,12 @@ impl TrainConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid training config; compare with `host-trainer default-config`", path.display()))?;
+        let cfg: Self = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: invalid training config; compare with `host-trainer default-config`",
+                path.display()
+            )
+        })?;
         cfg.validate()
             .with_context(|| format!("{}: invalid training config", path.display()))?;
         Ok(cfg)
@@ -123,17 +127,29 @@ impl TrainConfig {
     /// Checks the values a run relies on.
     pub fn validate(&self) -> anyhow::Result<()> {
         let stages = self.ae_channels.len() as u32;
-        anyhow::ensure!(!self.ae_channels.is_empty() && !self.classifier_channels.is_empty(), "channel lists must not be empty");
+        anyhow::ensure!(
+            !self.ae_channels.is_empty() && !self.classifier_channels.is_empty(),
+            "channel lists must not be empty"
+        );
         anyhow::ensure!(
             self.input_size >= 8 && self.input_size % (1 << stages) == 0,
             "input_size {} must be a multiple of 2^{} (one halving per autoencoder stage)",
             self.input_size,
             stages
         );
-        anyhow::ensure!(self.latent_dim > 0 && self.k > 0, "latent_dim and k must be positive");
-        anyhow::ensure!(self.kmeans_restarts > 0 && self.kmeans_max_iter > 0, "k-means restarts and iterations must be positive");
+        anyhow::ensure!(
+            self.latent_dim > 0 && self.k > 0,
+            "latent_dim and k must be positive"
+        );
+        anyhow::ensure!(
+            self.kmeans_restarts > 0 && self.kmeans_max_iter > 0,
+            "k-means restarts and iterations must be positive"
+        );
         for s in [&self.autoencoder, &self.classifier] {
-            anyhow::ensure!(s.batch_size > 0 && s.lr > 0.0, "batch_size and lr must be positive");
+            anyhow::ensure!(
+                s.batch_size > 0 && s.lr > 0.0,
+                "batch_size and lr must be positive"
+            );
         }
         anyhow::ensure!(self.threads > 0, "threads must be positive");
         Ok(())

@@ -45,20 +45,36 @@ impl ImageSet {
 
 /// Class names of the dataset in id order.
 pub fn class_names(root: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(read_synset(&root.join(SYNSET_FILE))
-        .with_context(|| format!("{}: not an MSL dataset root (needs {SYNSET_FILE})", root.display()))?)
+    Ok(read_synset(&root.join(SYNSET_FILE)).with_context(|| {
+        format!(
+            "{}: not an MSL dataset root (needs {SYNSET_FILE})",
+            root.display()
+        )
+    })?)
 }
 
 /// Loads the labeled split `split` (relative to `root`), keeping at most `limit` items in file
 /// order. Unreadable images are skipped with a logged reason.
-pub fn load_split(root: &Path, split: &str, spec: &InputSpec, limit: Option<usize>, n_classes: usize) -> anyhow::Result<ImageSet> {
+pub fn load_split(
+    root: &Path,
+    split: &str,
+    spec: &InputSpec,
+    limit: Option<usize>,
+    n_classes: usize,
+) -> anyhow::Result<ImageSet> {
     let path = root.join(split);
     let mut items = read_labels(&path)?;
     if let Some(l) = limit {
         items.truncate(l);
     }
     for it in &items {
-        anyhow::ensure!(it.class < n_classes, "{}: class id {} of {} exceeds the synset's {n_classes} classes", path.display(), it.class, it.file);
+        anyhow::ensure!(
+            it.class < n_classes,
+            "{}: class id {} of {} exceeds the synset's {n_classes} classes",
+            path.display(),
+            it.class,
+            it.file
+        );
     }
     let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.file)).collect();
     let labels: Vec<i64> = items.iter().map(|i| i.class as i64).collect();
@@ -68,7 +84,9 @@ pub fn load_split(root: &Path, split: &str, spec: &InputSpec, limit: Option<usiz
 /// Image files (any decodable format) directly inside `dir`, sorted.
 pub fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list the unlabeled image folder", dir.display()))? {
+    for e in std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list the unlabeled image folder", dir.display()))?
+    {
         let p = e?.path();
         if p.is_file() {
             out.push(p);
@@ -89,9 +107,16 @@ pub fn load_folder(dir: &Path, spec: &InputSpec, limit: Option<usize>) -> anyhow
 }
 
 /// Decodes `paths` on all available cores; skipped images are dropped with their labels.
-pub fn load_images(paths: Vec<PathBuf>, labels: Vec<i64>, spec: &InputSpec, what: &str) -> anyhow::Result<ImageSet> {
+pub fn load_images(
+    paths: Vec<PathBuf>,
+    labels: Vec<i64>,
+    spec: &InputSpec,
+    what: &str,
+) -> anyhow::Result<ImageSet> {
     let per = 3 * spec.width as usize * spec.height as usize;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     let bar = crate::progress::bar(paths.len() as u64, "decode");
     bar.set_message(what.to_string());
     let chunk = paths.len().div_ceil(threads).max(1);
@@ -116,12 +141,19 @@ pub fn load_images(paths: Vec<PathBuf>, labels: Vec<i64>, spec: &InputSpec, what
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     bar.finish_and_clear();
     let mut flat = Vec::with_capacity(paths.len() * per);
     let (mut kept_paths, mut kept_labels) = (Vec::new(), Vec::new());
-    for ((p, l), r) in paths.into_iter().zip(labels).zip(results.into_iter().flatten()) {
+    for ((p, l), r) in paths
+        .into_iter()
+        .zip(labels)
+        .zip(results.into_iter().flatten())
+    {
         if let Some(t) = r {
             flat.extend_from_slice(&t);
             kept_paths.push(p);
@@ -147,5 +179,9 @@ pub fn concat(sets: Vec<ImageSet>) -> ImageSet {
         paths.extend(s.paths);
         labels.extend(s.labels);
     }
-    ImageSet { paths, labels, images }
+    ImageSet {
+        paths,
+        labels,
+        images,
+    }
 }

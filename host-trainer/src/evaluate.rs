@@ -30,7 +30,12 @@ pub fn infer(module: &impl ModuleT, images: &Tensor, device: Device) -> Tensor {
 }
 
 /// Flat row-major latents `[n, d]` of `encoder` on `images`, L2-normalized when asked.
-pub fn latents(encoder: &impl ModuleT, images: &Tensor, device: Device, l2: bool) -> (Vec<f32>, usize) {
+pub fn latents(
+    encoder: &impl ModuleT,
+    images: &Tensor,
+    device: Device,
+    l2: bool,
+) -> (Vec<f32>, usize) {
     let z = infer(encoder, images, device);
     let d = z.size()[1] as usize;
     let mut flat = crate::model::to_vec(&z);
@@ -46,7 +51,11 @@ pub fn latents(encoder: &impl ModuleT, images: &Tensor, device: Device, l2: bool
 pub fn predict(classifier: &impl ModuleT, images: &Tensor, device: Device) -> Vec<usize> {
     let logits = infer(classifier, images, device);
     let am = logits.argmax(1, false);
-    Vec::<i64>::try_from(&am).unwrap_or_default().into_iter().map(|v| v.max(0) as usize).collect()
+    Vec::<i64>::try_from(&am)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.max(0) as usize)
+        .collect()
 }
 
 /// Classification metrics on a labeled set.
@@ -78,7 +87,11 @@ pub struct ClusterMetrics {
 }
 
 /// Classification metrics of `pred` against `truth`.
-pub fn classification(truth: &[usize], pred: &[usize], classes: &[String]) -> ClassificationMetrics {
+pub fn classification(
+    truth: &[usize],
+    pred: &[usize],
+    classes: &[String],
+) -> ClassificationMetrics {
     let reports = metrics::class_reports(truth, pred, classes.len());
     ClassificationMetrics {
         images: truth.len(),
@@ -114,7 +127,13 @@ pub struct Parity {
 
 /// Runs the ONNX graph at `onnx` with tract on the first `n` images and compares with the tch
 /// module's outputs.
-pub fn parity(module: &impl ModuleT, onnx: &Path, images: &Tensor, n: usize, device: Device) -> anyhow::Result<Parity> {
+pub fn parity(
+    module: &impl ModuleT,
+    onnx: &Path,
+    images: &Tensor,
+    n: usize,
+    device: Device,
+) -> anyhow::Result<Parity> {
     let n = n.min(images.size()[0] as usize);
     let size = images.size();
     let (h, w) = (size[2] as usize, size[3] as usize);
@@ -134,5 +153,8 @@ pub fn parity(module: &impl ModuleT, onnx: &Path, images: &Tensor, n: usize, dev
             max = max.max(diff);
         }
     }
-    Ok(Parity { images: n, max_abs_diff: max })
+    Ok(Parity {
+        images: n,
+        max_abs_diff: max,
+    })
 }

@@ -96,7 +96,13 @@ fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.to_string(),
         name: name.to_string(),
@@ -108,16 +114,36 @@ fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<pb::Attr
 }
 
 /// Builds the ONNX model of `ops` for input `[1, 3, height, width]` and output `[1, out_dim]`.
-pub fn build_model(graph_name: &str, ops: &[Op], height: i64, width: i64, out_dim: i64, doc: &str) -> anyhow::Result<pb::ModelProto> {
+pub fn build_model(
+    graph_name: &str,
+    ops: &[Op],
+    height: i64,
+    width: i64,
+    out_dim: i64,
+    doc: &str,
+) -> anyhow::Result<pb::ModelProto> {
     anyhow::ensure!(!ops.is_empty(), "empty graph");
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
     let mut cur = "input".to_string();
     for (i, op) in ops.iter().enumerate() {
-        let out = if i + 1 == ops.len() { "output".to_string() } else { format!("t{i}") };
+        let out = if i + 1 == ops.len() {
+            "output".to_string()
+        } else {
+            format!("t{i}")
+        };
         match op {
-            Op::Conv { weight, shape, bias, stride, pad } => {
-                anyhow::ensure!(weight.len() as i64 == shape.iter().product::<i64>(), "conv {i}: weight length");
+            Op::Conv {
+                weight,
+                shape,
+                bias,
+                stride,
+                pad,
+            } => {
+                anyhow::ensure!(
+                    weight.len() as i64 == shape.iter().product::<i64>(),
+                    "conv {i}: weight length"
+                );
                 anyhow::ensure!(bias.len() as i64 == shape[0], "conv {i}: bias length");
                 let (w, b) = (format!("conv{i}.weight"), format!("conv{i}.bias"));
                 inits.push(tensor(&w, shape, weight));
@@ -129,18 +155,50 @@ pub fn build_model(graph_name: &str, ops: &[Op], height: i64, width: i64, out_di
                     ints("dilations", &[1, 1]),
                     int("group", 1),
                 ];
-                nodes.push(node("Conv", &format!("conv{i}"), &[&cur, &w, &b], &out, attrs));
+                nodes.push(node(
+                    "Conv",
+                    &format!("conv{i}"),
+                    &[&cur, &w, &b],
+                    &out,
+                    attrs,
+                ));
             }
             Op::Relu => nodes.push(node("Relu", &format!("relu{i}"), &[&cur], &out, vec![])),
-            Op::GlobalAveragePool => nodes.push(node("GlobalAveragePool", &format!("gap{i}"), &[&cur], &out, vec![])),
-            Op::Flatten => nodes.push(node("Flatten", &format!("flatten{i}"), &[&cur], &out, vec![int("axis", 1)])),
-            Op::Gemm { weight, out_dim, in_dim, bias } => {
-                anyhow::ensure!(weight.len() as i64 == out_dim * in_dim, "gemm {i}: weight length");
+            Op::GlobalAveragePool => nodes.push(node(
+                "GlobalAveragePool",
+                &format!("gap{i}"),
+                &[&cur],
+                &out,
+                vec![],
+            )),
+            Op::Flatten => nodes.push(node(
+                "Flatten",
+                &format!("flatten{i}"),
+                &[&cur],
+                &out,
+                vec![int("axis", 1)],
+            )),
+            Op::Gemm {
+                weight,
+                out_dim,
+                in_dim,
+                bias,
+            } => {
+                anyhow::ensure!(
+                    weight.len() as i64 == out_dim * in_dim,
+                    "gemm {i}: weight length"
+                );
                 anyhow::ensure!(bias.len() as i64 == *out_dim, "gemm {i}: bias length");
                 let (w, b) = (format!("fc{i}.weight"), format!("fc{i}.bias"));
                 inits.push(tensor(&w, &[*out_dim, *in_dim], weight));
                 inits.push(tensor(&b, &[*out_dim], bias));
-                nodes.push(node("Gemm", &format!("fc{i}"), &[&cur, &w, &b], &out, vec![int("transB", 1)]));
+                nodes.push(node(
+                    "Gemm",
+                    &format!("fc{i}"),
+                    &[&cur, &w, &b],
+                    &out,
+                    vec![int("transB", 1)],
+                ));
             }
         }
         cur = out;

@@ -27,13 +27,20 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, bias: bool) -> nn
 
 /// Tensor to a flat f32 vector on the CPU.
 pub fn to_vec(t: &Tensor) -> Vec<f32> {
-    let flat = t.detach().to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).flatten(0, -1);
+    let flat = t
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(tch::Kind::Float)
+        .flatten(0, -1);
     Vec::<f32>::try_from(&flat).unwrap_or_default()
 }
 
 fn conv_op(c: &nn::Conv2D, stride: i64) -> Op {
     let size = c.ws.size();
-    let bias = c.bs.as_ref().map(to_vec).unwrap_or_else(|| vec![0.0; size[0] as usize]);
+    let bias =
+        c.bs.as_ref()
+            .map(to_vec)
+            .unwrap_or_else(|| vec![0.0; size[0] as usize]);
     Op::Conv {
         weight: to_vec(&c.ws),
         shape: [size[0], size[1], size[2], size[3]],
@@ -84,7 +91,11 @@ fn linear_op(l: &nn::Linear) -> Op {
         weight: to_vec(&l.ws),
         out_dim: size[0],
         in_dim: size[1],
-        bias: l.bs.as_ref().map(to_vec).unwrap_or_else(|| vec![0.0; size[0] as usize]),
+        bias: l
+            .bs
+            .as_ref()
+            .map(to_vec)
+            .unwrap_or_else(|| vec![0.0; size[0] as usize]),
     }
 }
 
@@ -113,7 +124,12 @@ impl Decoder {
     pub fn new(p: &nn::Path, n: i64, channels: &[i64], latent_dim: i64) -> Self {
         let side = n >> channels.len();
         let first_channels = *channels.last().unwrap_or(&3);
-        let fc = nn::linear(p / "fc", latent_dim, first_channels * side * side, Default::default());
+        let fc = nn::linear(
+            p / "fc",
+            latent_dim,
+            first_channels * side * side,
+            Default::default(),
+        );
         let mut outs: Vec<i64> = channels.iter().rev().skip(1).copied().collect();
         outs.push(3);
         let mut cin = first_channels;
@@ -124,7 +140,13 @@ impl Decoder {
                 padding: 1,
                 ..Default::default()
             };
-            deconvs.push(nn::conv_transpose2d(p / format!("deconv{i}"), cin, c, 4, cfg));
+            deconvs.push(nn::conv_transpose2d(
+                p / format!("deconv{i}"),
+                cin,
+                c,
+                4,
+                cfg,
+            ));
             cin = c;
         }
         Self {
@@ -172,7 +194,9 @@ impl Autoencoder {
 
 impl ModuleT for Autoencoder {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.encoder.forward_t(xs, train).apply_t(&self.decoder, train)
+        self.encoder
+            .forward_t(xs, train)
+            .apply_t(&self.decoder, train)
     }
 }
 
@@ -236,6 +260,8 @@ impl ModuleT for Classifier {
         for (c, bn) in &self.blocks {
             x = x.apply(c).apply_t(bn, train).relu();
         }
-        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1).apply(&self.head)
+        x.adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
+            .apply(&self.head)
     }
 }

@@ -57,7 +57,9 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     let vk = r.validation_clustering.as_ref();
     let mut s = String::new();
     s.push_str(&format!("# Model card: `{}`\n\n", r.name));
-    s.push_str("Written by `host-trainer train`; every number below was measured by that command.\n\n");
+    s.push_str(
+        "Written by `host-trainer train`; every number below was measured by that command.\n\n",
+    );
     s.push_str("## What it is\n\n");
     s.push_str(&format!(
         "- Encoder: convolutional autoencoder (channels {:?}, latent {}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {} on {}latents.\n",
@@ -68,26 +70,51 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
         "- Classifier: small CNN (conv-BN-ReLU channels {:?}, global average pool, linear), cross-entropy.\n",
         r.config.classifier_channels
     ));
-    s.push_str("- Graphs: f32 ONNX (opset 13, standard ops only), written by the project's exporter.\n\n");
+    s.push_str(
+        "- Graphs: f32 ONNX (opset 13, standard ops only), written by the project's exporter.\n\n",
+    );
     s.push_str("## How it was made\n\n");
     s.push_str(&format!("```\n{}\n```\n\n", r.command));
     s.push_str(&format!(
         "- Data: `{dataset}`; {} labeled training images{}; validation split: {}.\n",
         r.train_images,
-        if r.unlabeled_images > 0 { format!(" plus {} unlabeled images for the autoencoder", r.unlabeled_images) } else { String::new() },
+        if r.unlabeled_images > 0 {
+            format!(
+                " plus {} unlabeled images for the autoencoder",
+                r.unlabeled_images
+            )
+        } else {
+            String::new()
+        },
         r.validation_split.as_deref().unwrap_or("none")
     ));
-    s.push_str(&format!("- Seed: {}; full configuration in `metrics.json` (`config`) and in the bundle manifest.\n", r.config.seed));
-    s.push_str(&format!("- Device: {}; source commit `{}`.\n", r.device, r.source_commit));
+    s.push_str(&format!(
+        "- Seed: {}; full configuration in `metrics.json` (`config`) and in the bundle manifest.\n",
+        r.config.seed
+    ));
+    s.push_str(&format!(
+        "- Device: {}; source commit `{}`.\n",
+        r.device, r.source_commit
+    ));
     s.push_str(&format!(
         "- Training time: autoencoder {:.0} s ({} steps), classifier {:.0} s ({} steps).\n\n",
         r.autoencoder.seconds, r.autoencoder.steps, r.classifier.seconds, r.classifier.steps
     ));
     s.push_str("## Validation metrics (tch, f32)\n\n| metric | value |\n| --- | --- |\n");
     s.push_str(&format!("| top-1 | {} |\n", fmt_opt(vc.map(|m| m.top1))));
-    s.push_str(&format!("| macro-F1 | {} |\n", fmt_opt(vc.map(|m| m.macro_f1))));
-    s.push_str(&format!("| cluster Hungarian accuracy (k = {}) | {} |\n", r.config.k, fmt_opt(vk.map(|m| m.hungarian_acc))));
-    s.push_str(&format!("| cluster majority accuracy | {} |\n", fmt_opt(vk.map(|m| m.majority_acc))));
+    s.push_str(&format!(
+        "| macro-F1 | {} |\n",
+        fmt_opt(vc.map(|m| m.macro_f1))
+    ));
+    s.push_str(&format!(
+        "| cluster Hungarian accuracy (k = {}) | {} |\n",
+        r.config.k,
+        fmt_opt(vk.map(|m| m.hungarian_acc))
+    ));
+    s.push_str(&format!(
+        "| cluster majority accuracy | {} |\n",
+        fmt_opt(vk.map(|m| m.majority_acc))
+    ));
     s.push_str(&format!("| NMI | {} |\n", fmt_opt(vk.map(|m| m.nmi))));
     s.push_str(&format!("| ARI | {} |\n\n", fmt_opt(vk.map(|m| m.ari))));
     if let Some(m) = vc {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::bundle::{
-    ClassEntry, Clustering, DistanceStats, GraphRole, InputSpec, Manifest, Provenance, FORMAT_VERSION,
+    ClassEntry, Clustering, DistanceStats, GraphRole, InputSpec, Manifest, Provenance,
+    FORMAT_VERSION,
 };
 use tch::nn;
 
@@ -66,41 +67,87 @@ pub fn source_commit() -> String {
     };
     match git(&["rev-parse", "HEAD"]) {
         Some(head) if !head.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            if dirty { format!("{head}-dirty") } else { head }
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{head}-dirty")
+            } else {
+                head
+            }
         }
         _ => "unknown".into(),
     }
 }
 
-fn save_weights(vs: &nn::VarStore, cfg: &TrainConfig, dir: &Path, stem: &str) -> anyhow::Result<()> {
+/// CPU model and core count of this machine, for reports.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {cores} cores")
+}
+
+fn save_weights(
+    vs: &nn::VarStore,
+    cfg: &TrainConfig,
+    dir: &Path,
+    stem: &str,
+) -> anyhow::Result<()> {
     let weights = dir.join(format!("{stem}.safetensors"));
     let tmp = dir.join(format!(".{stem}.safetensors.tmp"));
-    vs.save(&tmp).with_context(|| format!("{}: cannot save weights", tmp.display()))?;
-    std::fs::rename(&tmp, &weights).with_context(|| format!("{}: cannot move weights into place", weights.display()))?;
+    vs.save(&tmp)
+        .with_context(|| format!("{}: cannot save weights", tmp.display()))?;
+    std::fs::rename(&tmp, &weights)
+        .with_context(|| format!("{}: cannot move weights into place", weights.display()))?;
     let json = serde_json::to_string_pretty(cfg)?;
     onboard::bundle::write_atomic(&dir.join(format!("{stem}.config.json")), json.as_bytes())
-        .with_context(|| format!("{}: cannot save the config beside the weights", dir.display()))
+        .with_context(|| {
+            format!(
+                "{}: cannot save the config beside the weights",
+                dir.display()
+            )
+        })
 }
 
 /// Runs the whole training and export; returns the report (also written to disk).
 pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let cfg = &opts.config;
     cfg.validate()?;
+    let commit = source_commit();
     let device = device::resolve(opts.device)?;
     tch::manual_seed(cfg.seed as i64);
     tch::set_num_threads(cfg.threads);
-    std::fs::create_dir_all(&opts.work).with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
+    std::fs::create_dir_all(&opts.work)
+        .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
 
     let classes = data::class_names(&opts.data)?;
     let spec = input_spec(cfg.input_size);
     let mut train_sets = Vec::new();
     for split in &opts.train_splits {
-        train_sets.push(data::load_split(&opts.data, split, &spec, cfg.limit_images, classes.len())?);
+        train_sets.push(data::load_split(
+            &opts.data,
+            split,
+            &spec,
+            cfg.limit_images,
+            classes.len(),
+        )?);
     }
     let train_set = data::concat(train_sets);
     let val_set: Option<ImageSet> = match &opts.val_split {
-        Some(v) => Some(data::load_split(&opts.data, v, &spec, cfg.limit_images, classes.len())?),
+        Some(v) => Some(data::load_split(
+            &opts.data,
+            v,
+            &spec,
+            cfg.limit_images,
+            classes.len(),
+        )?),
         None => None,
     };
     let mut unlabeled = Vec::new();
@@ -115,15 +162,21 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         all.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
         tch::Tensor::cat(&all, 0)
     };
-    eprintln!("data: {} labeled training images, {unlabeled_images} unlabeled, {} validation", train_set.len(), val_set.as_ref().map_or(0, ImageSet::len));
+    eprintln!(
+        "data: {} labeled training images, {unlabeled_images} unlabeled, {} validation",
+        train_set.len(),
+        val_set.as_ref().map_or(0, ImageSet::len)
+    );
 
     let n = i64::from(cfg.input_size);
     let ae_vs = nn::VarStore::new(device);
     let ae = Autoencoder::new(&ae_vs.root(), n, &cfg.ae_channels, cfg.latent_dim);
-    let ae_hist = train::train_autoencoder(&ae, &ae_vs, &ae_images, &cfg.autoencoder, cfg.seed, device)?;
+    let ae_hist =
+        train::train_autoencoder(&ae, &ae_vs, &ae_images, &cfg.autoencoder, cfg.seed, device)?;
     save_weights(&ae_vs, cfg, &opts.work, "autoencoder")?;
 
-    let (train_latents, dim) = evaluate::latents(&ae.encoder, &train_set.images, device, cfg.l2_normalize);
+    let (train_latents, dim) =
+        evaluate::latents(&ae.encoder, &train_set.images, device, cfg.l2_normalize);
     let km_cfg = KMeansConfig {
         k: cfg.k,
         restarts: cfg.kmeans_restarts,
@@ -131,14 +184,27 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         tol: cfg.kmeans_tol,
         seed: cfg.seed,
     };
-    let km = cluster::fit(&train_latents, dim, &km_cfg).context("clustering the training latents")?;
+    let km =
+        cluster::fit(&train_latents, dim, &km_cfg).context("clustering the training latents")?;
     let stats = cluster::distance_stats(&train_latents, &km);
     let train_truth = train_set.labels_usize();
     let train_clustering = evaluate::clustering(&train_truth, &km.assignment, cfg.k);
 
     let cls_vs = nn::VarStore::new(device);
-    let classifier = Classifier::new(&(cls_vs.root() / "classifier"), &cfg.classifier_channels, classes.len() as i64);
-    let cls_hist = train::train_classifier(&classifier, &cls_vs, &train_set.images, &train_set.labels, &cfg.classifier, cfg.seed.wrapping_add(1), device)?;
+    let classifier = Classifier::new(
+        &(cls_vs.root() / "classifier"),
+        &cfg.classifier_channels,
+        classes.len() as i64,
+    );
+    let cls_hist = train::train_classifier(
+        &classifier,
+        &cls_vs,
+        &train_set.images,
+        &train_set.labels,
+        &cfg.classifier,
+        cfg.seed.wrapping_add(1),
+        device,
+    )?;
     save_weights(&cls_vs, cfg, &opts.work, "classifier")?;
 
     let (validation_classification, validation_clustering) = match &val_set {
@@ -146,20 +212,59 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
             let truth = v.labels_usize();
             let pred = evaluate::predict(&classifier, &v.images, device);
             let (lat, _) = evaluate::latents(&ae.encoder, &v.images, device, cfg.l2_normalize);
-            let assign: Vec<usize> = lat.chunks_exact(dim).map(|p| cluster::nearest(p, &km.centroids, dim).0).collect();
-            (Some(evaluate::classification(&truth, &pred, &classes)), Some(evaluate::clustering(&truth, &assign, cfg.k)))
+            let assign: Vec<usize> = lat
+                .chunks_exact(dim)
+                .map(|p| cluster::nearest(p, &km.centroids, dim).0)
+                .collect();
+            (
+                Some(evaluate::classification(&truth, &pred, &classes)),
+                Some(evaluate::clustering(&truth, &assign, cfg.k)),
+            )
         }
         None => (None, None),
     };
 
     let staging = Staging::new(&opts.out)?;
-    let name = opts.out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
-    let enc_entry = staging.write_graph(GraphRole::Encoder, &ae.encoder.ops(), n, n, dim, "autoencoder encoder: image -> latent")?;
-    let cls_entry = staging.write_graph(GraphRole::Classifier, &classifier.ops(), n, n, classes.len(), "classifier: image -> class logits")?;
+    let name = opts
+        .out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into());
+    let enc_entry = staging.write_graph(
+        GraphRole::Encoder,
+        &ae.encoder.ops(),
+        n,
+        n,
+        dim,
+        "autoencoder encoder: image -> latent",
+    )?;
+    let cls_entry = staging.write_graph(
+        GraphRole::Classifier,
+        &classifier.ops(),
+        n,
+        n,
+        classes.len(),
+        "classifier: image -> class logits",
+    )?;
     let parity_images = val_set.as_ref().map_or(&train_set.images, |v| &v.images);
-    let encoder_parity = evaluate::parity(&ae.encoder, &staging.dir.join(&enc_entry.file), parity_images, cfg.parity_images, device)?;
-    let classifier_parity = evaluate::parity(&classifier, &staging.dir.join(&cls_entry.file), parity_images, cfg.parity_images, device)?;
-    for (what, p) in [("encoder", encoder_parity), ("classifier", classifier_parity)] {
+    let encoder_parity = evaluate::parity(
+        &ae.encoder,
+        &staging.dir.join(&enc_entry.file),
+        parity_images,
+        cfg.parity_images,
+        device,
+    )?;
+    let classifier_parity = evaluate::parity(
+        &classifier,
+        &staging.dir.join(&cls_entry.file),
+        parity_images,
+        cfg.parity_images,
+        device,
+    )?;
+    for (what, p) in [
+        ("encoder", encoder_parity),
+        ("classifier", classifier_parity),
+    ] {
         anyhow::ensure!(
             p.max_abs_diff <= cfg.parity_tolerance,
             "{what}: tch and tract outputs differ by {:.3e} (> {:.0e}); the exported graph is wrong, the bundle was not written",
@@ -170,16 +275,17 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let files = [&enc_entry, &cls_entry]
         .iter()
         .map(|g| {
-            let len = std::fs::metadata(staging.dir.join(&g.file)).map(|m| m.len()).unwrap_or(0);
+            let len = std::fs::metadata(staging.dir.join(&g.file))
+                .map(|m| m.len())
+                .unwrap_or(0);
             (g.file.clone(), len)
         })
         .collect();
 
-    let commit = source_commit();
     let report = RunReport {
         name: name.clone(),
         command: opts.command.clone(),
-        device: format!("{device:?}"),
+        device: format!("{device:?} on {}", machine()),
         source_commit: commit.clone(),
         train_images: train_set.len(),
         unlabeled_images,
@@ -204,10 +310,19 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         latent_dim: dim,
         clustering: Clustering {
             l2_normalize: cfg.l2_normalize,
-            centroids: km.centroids.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
+            centroids: km
+                .centroids
+                .chunks_exact(dim)
+                .map(<[f32]>::to_vec)
+                .collect(),
             distance_stats: stats
                 .iter()
-                .map(|&(count, mean, std, p95)| DistanceStats { count, mean, std, p95 })
+                .map(|&(count, mean, std, p95)| DistanceStats {
+                    count,
+                    mean,
+                    std,
+                    p95,
+                })
                 .collect(),
         },
         classes: classes
@@ -232,7 +347,10 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let metrics_json = serde_json::to_string_pretty(&report)?;
     staging.write_manifest(&manifest)?;
     staging.write_text("metrics.json", &metrics_json)?;
-    staging.write_text("MODEL_CARD.md", &report::model_card(&report, "MSL surface set v1 (msl-v1)"))?;
+    staging.write_text(
+        "MODEL_CARD.md",
+        &report::model_card(&report, "MSL surface set v1 (msl-v1)"),
+    )?;
     onboard::bundle::write_atomic(&opts.work.join("metrics.json"), metrics_json.as_bytes())
         .with_context(|| format!("{}: cannot write metrics", opts.work.display()))?;
     onboard::bundle::Bundle::load(&staging.dir).context("re-loading the staged bundle")?;

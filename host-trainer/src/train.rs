@@ -44,7 +44,9 @@ fn run_stage(
     let mut opt = nn::Adam::default().build(vs, cfg.lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let per_epoch = n.div_ceil(cfg.batch_size);
-    let total = cfg.max_steps.map_or(cfg.epochs * per_epoch, |m| m.min(cfg.epochs * per_epoch));
+    let total = cfg
+        .max_steps
+        .map_or(cfg.epochs * per_epoch, |m| m.min(cfg.epochs * per_epoch));
     let bar = crate::progress::bar(total as u64, name);
     let start = Instant::now();
     let mut history = History {
@@ -61,13 +63,21 @@ fn run_stage(
             }
             let loss = step(&idx, &mut rng);
             let v = loss.double_value(&[]);
-            anyhow::ensure!(v.is_finite(), "{name}: loss became non-finite at epoch {epoch}, step {}; lower the learning rate", history.steps);
+            anyhow::ensure!(
+                v.is_finite(),
+                "{name}: loss became non-finite at epoch {epoch}, step {}; lower the learning rate",
+                history.steps
+            );
             opt.backward_step(&loss);
             sum += v;
             count += 1;
             history.steps += 1;
             bar.inc(1);
-            bar.set_message(format!("epoch {} loss {:.4}", epoch + 1, sum / count as f64));
+            bar.set_message(format!(
+                "epoch {} loss {:.4}",
+                epoch + 1,
+                sum / count as f64
+            ));
         }
         history.epoch_loss.push(sum / count.max(1) as f64);
     }
@@ -78,13 +88,23 @@ fn run_stage(
         history.seconds_per_epoch = Some(history.seconds * per_epoch as f64 / history.steps as f64);
     }
     if let Some(last) = history.epoch_loss.last() {
-        eprintln!("{name}: {} steps in {:.1} s, last epoch loss {last:.5}", history.steps, history.seconds);
+        eprintln!(
+            "{name}: {} steps in {:.1} s, last epoch loss {last:.5}",
+            history.steps, history.seconds
+        );
     }
     Ok(history)
 }
 
 /// Trains `ae` to reconstruct `images` (`[n, 3, h, w]`, CPU) with mean squared error.
-pub fn train_autoencoder(ae: &Autoencoder, vs: &nn::VarStore, images: &Tensor, cfg: &StageConfig, seed: u64, device: Device) -> anyhow::Result<History> {
+pub fn train_autoencoder(
+    ae: &Autoencoder,
+    vs: &nn::VarStore,
+    images: &Tensor,
+    cfg: &StageConfig,
+    seed: u64,
+    device: Device,
+) -> anyhow::Result<History> {
     let n = images.size()[0] as usize;
     run_stage("autoencoder", vs, n, cfg, seed, |idx, _| {
         let x = images.index_select(0, idx).to_device(device);
@@ -96,19 +116,36 @@ pub fn train_autoencoder(ae: &Autoencoder, vs: &nn::VarStore, images: &Tensor, c
 pub fn random_hflip(x: &Tensor, rng: &mut ChaCha8Rng) -> Tensor {
     let b = x.size()[0];
     let mask: Vec<bool> = (0..b).map(|_| rng.random::<bool>()).collect();
-    let mask = Tensor::from_slice(&mask).view([-1, 1, 1, 1]).to_device(x.device());
+    let mask = Tensor::from_slice(&mask)
+        .view([-1, 1, 1, 1])
+        .to_device(x.device());
     x.flip([3]).where_self(&mask, x)
 }
 
 /// Trains `model` on `images` (`[n, 3, h, w]`, CPU) and `labels` with cross-entropy and random
 /// horizontal flips.
-pub fn train_classifier(model: &Classifier, vs: &nn::VarStore, images: &Tensor, labels: &[i64], cfg: &StageConfig, seed: u64, device: Device) -> anyhow::Result<History> {
+pub fn train_classifier(
+    model: &Classifier,
+    vs: &nn::VarStore,
+    images: &Tensor,
+    labels: &[i64],
+    cfg: &StageConfig,
+    seed: u64,
+    device: Device,
+) -> anyhow::Result<History> {
     let n = images.size()[0] as usize;
-    anyhow::ensure!(labels.len() == n, "classifier: {} labels for {n} images", labels.len());
+    anyhow::ensure!(
+        labels.len() == n,
+        "classifier: {} labels for {n} images",
+        labels.len()
+    );
     let labels = Tensor::from_slice(labels);
     run_stage("classifier", vs, n, cfg, seed, |idx, rng| {
         let x = random_hflip(&images.index_select(0, idx).to_device(device), rng);
-        let y = labels.index_select(0, idx).to_device(device).to_kind(Kind::Int64);
+        let y = labels
+            .index_select(0, idx)
+            .to_device(device)
+            .to_kind(Kind::Int64);
         model.forward_t(&x, true).cross_entropy_for_logits(&y)
     })
 }

@@ -222,12 +222,10 @@ impl Bundle {
                 path: path.clone(),
                 source,
             })?;
-        manifest
-            .validate()
-            .map_err(|what| BundleError::Invalid {
-                path: path.clone(),
-                what,
-            })?;
+        manifest.validate().map_err(|what| BundleError::Invalid {
+            path: path.clone(),
+            what,
+        })?;
         for g in &manifest.graphs {
             let gp = dir.join(&g.file);
             let found = sha256_file(&gp)?;
@@ -269,15 +267,26 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), String> {
         let i = &self.input;
         if i.width == 0 || i.height == 0 || i.width > 4096 || i.height > 4096 {
-            return Err(format!("input size {}x{} out of range 1..=4096", i.width, i.height));
+            return Err(format!(
+                "input size {}x{} out of range 1..=4096",
+                i.width, i.height
+            ));
         }
         if i.channel_order != "rgb" {
-            return Err(format!("channel_order {:?} unsupported (expected \"rgb\")", i.channel_order));
+            return Err(format!(
+                "channel_order {:?} unsupported (expected \"rgb\")",
+                i.channel_order
+            ));
         }
         if i.resize != "triangle" {
-            return Err(format!("resize {:?} unsupported (expected \"triangle\")", i.resize));
+            return Err(format!(
+                "resize {:?} unsupported (expected \"triangle\")",
+                i.resize
+            ));
         }
-        if i.mean.iter().any(|v| !v.is_finite()) || i.std.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+        if i.mean.iter().any(|v| !v.is_finite())
+            || i.std.iter().any(|v| !v.is_finite() || *v <= 0.0)
+        {
             return Err("input mean/std must be finite and std > 0".into());
         }
         for role in [GraphRole::Encoder, GraphRole::Classifier] {
@@ -288,14 +297,20 @@ impl Manifest {
         }
         for g in &self.graphs {
             if g.file.contains('/') || g.file.contains('\\') || g.file.starts_with('.') {
-                return Err(format!("graph file {:?} must be a plain file name inside the bundle", g.file));
+                return Err(format!(
+                    "graph file {:?} must be a plain file name inside the bundle",
+                    g.file
+                ));
             }
             let want = match g.role {
                 GraphRole::Encoder => self.latent_dim,
                 GraphRole::Classifier => self.classes.len(),
             };
             if g.output_dim != want {
-                return Err(format!("{} output_dim {} != expected {want}", g.file, g.output_dim));
+                return Err(format!(
+                    "{} output_dim {} != expected {want}",
+                    g.file, g.output_dim
+                ));
             }
         }
         if self.latent_dim == 0 {
@@ -314,7 +329,11 @@ impl Manifest {
         }
         for (k, row) in c.centroids.iter().enumerate() {
             if row.len() != self.latent_dim {
-                return Err(format!("centroid {k} has {} values, latent_dim is {}", row.len(), self.latent_dim));
+                return Err(format!(
+                    "centroid {k} has {} values, latent_dim is {}",
+                    row.len(),
+                    self.latent_dim
+                ));
             }
             if row.iter().any(|v| !v.is_finite()) {
                 return Err(format!("centroid {k} holds a non-finite value"));
@@ -330,10 +349,16 @@ impl Manifest {
         }
         for (pos, cl) in self.classes.iter().enumerate() {
             if cl.id as usize != pos {
-                return Err(format!("class {:?} has id {} at position {pos}", cl.name, cl.id));
+                return Err(format!(
+                    "class {:?} has id {} at position {pos}",
+                    cl.name, cl.id
+                ));
             }
             if !cl.science_value.is_finite() || cl.science_value < 0.0 {
-                return Err(format!("class {:?} science_value must be finite and >= 0", cl.name));
+                return Err(format!(
+                    "class {:?} science_value must be finite and >= 0",
+                    cl.name
+                ));
             }
         }
         Ok(())

@@ -59,9 +59,12 @@ pub fn parse_labels(text: &str) -> Result<Vec<Labeled>, (usize, String)> {
         let (Some(file), Some(id), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err((n + 1, format!("malformed line {line:?}")));
         };
-        let class = id
-            .parse()
-            .map_err(|_| (n + 1, format!("class id {id:?} is not a non-negative integer")))?;
+        let class = id.parse().map_err(|_| {
+            (
+                n + 1,
+                format!("class id {id:?} is not a non-negative integer"),
+            )
+        })?;
         items.push(Labeled {
             file: file.to_string(),
             class,
@@ -91,9 +94,14 @@ pub fn read_synset(path: &Path) -> Result<Vec<String>, LabelsError> {
         let (id, name) = line
             .split_once(char::is_whitespace)
             .ok_or_else(|| err(format!("malformed synset line {line:?}")))?;
-        let id: usize = id.parse().map_err(|_| err(format!("id {id:?} is not a number")))?;
+        let id: usize = id
+            .parse()
+            .map_err(|_| err(format!("id {id:?} is not a number")))?;
         if id != names.len() {
-            return Err(err(format!("id {id} out of order (expected {})", names.len())));
+            return Err(err(format!(
+                "id {id} out of order (expected {})",
+                names.len()
+            )));
         }
         names.push(name.trim().to_string());
     }
@@ -107,7 +115,13 @@ mod tests {
     #[test]
     fn parses_and_reports_line_numbers() {
         let items = parse_labels("a.JPG 3\n\nb.JPG 0\n").unwrap();
-        assert_eq!(items[1], Labeled { file: "b.JPG".into(), class: 0 });
+        assert_eq!(
+            items[1],
+            Labeled {
+                file: "b.JPG".into(),
+                class: 0
+            }
+        );
         assert_eq!(parse_labels("a.JPG 3\nb.JPG x\n").unwrap_err().0, 2);
         assert_eq!(parse_labels("a.JPG 1 2\n").unwrap_err().0, 1);
     }

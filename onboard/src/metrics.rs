@@ -122,7 +122,11 @@ pub fn majority_accuracy(truth: &[usize], clusters: &[usize]) -> f64 {
 }
 
 /// Most frequent class of each cluster (`None` for clusters with no items).
-pub fn cluster_majority_labels(truth: &[usize], clusters: &[usize], k: usize) -> Vec<Option<usize>> {
+pub fn cluster_majority_labels(
+    truth: &[usize],
+    clusters: &[usize],
+    k: usize,
+) -> Vec<Option<usize>> {
     let table = contingency(clusters, truth);
     (0..k)
         .map(|c| {

@@ -141,8 +141,14 @@ mod tests {
     #[test]
     fn refuses_garbage_empty_and_tiny() {
         assert!(matches!(decode_bytes(b""), Err(ImageError::Empty)));
-        assert!(matches!(decode_bytes(b"not an image"), Err(ImageError::Decode(_))));
-        assert!(matches!(decode_bytes(&png_bytes(1, 1)), Err(ImageError::TooSmall(1, 1))));
+        assert!(matches!(
+            decode_bytes(b"not an image"),
+            Err(ImageError::Decode(_))
+        ));
+        assert!(matches!(
+            decode_bytes(&png_bytes(1, 1)),
+            Err(ImageError::TooSmall(1, 1))
+        ));
         let png = png_bytes(32, 32);
         assert!(decode_bytes(&png[..png.len() / 2]).is_err());
     }

@@ -52,7 +52,12 @@ pub struct Graph {
 impl Graph {
     /// Loads `path`, fixes its input to `[1, 3, height, width]`, optimizes it, and checks with
     /// one zero input that it yields `output_dim` finite values.
-    pub fn load(path: &Path, height: usize, width: usize, output_dim: usize) -> Result<Self, RuntimeError> {
+    pub fn load(
+        path: &Path,
+        height: usize,
+        width: usize,
+        output_dim: usize,
+    ) -> Result<Self, RuntimeError> {
         let load_err = |e: TractError| RuntimeError::Load {
             path: path.to_path_buf(),
             height,
@@ -85,7 +90,8 @@ impl Graph {
             path: self.path.clone(),
             message,
         };
-        let tensor = Tensor::from_shape(&self.shape, input).map_err(|e| run_err(format!("{e:#}")))?;
+        let tensor =
+            Tensor::from_shape(&self.shape, input).map_err(|e| run_err(format!("{e:#}")))?;
         let outputs = self
             .state
             .run(tvec!(tensor.into_tvalue()))

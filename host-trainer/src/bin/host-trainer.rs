@@ -10,7 +10,11 @@ use host_trainer::device::DeviceChoice;
 use host_trainer::run::{self, TrainOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "host-trainer", version, about = "Train the rover triage models and export a model bundle")]
+#[command(
+    name = "host-trainer",
+    version,
+    about = "Train the rover triage models and export a model bundle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,9 @@ fn command_line() -> String {
         .enumerate()
         .map(|(i, a)| match (&data, i) {
             (_, 0) => "host-trainer".to_string(),
-            (Some(d), _) if a.trim_end_matches('/') == d.trim_end_matches('/') => "$MSL_DATA".to_string(),
+            (Some(d), _) if a.trim_end_matches('/') == d.trim_end_matches('/') => {
+                "$MSL_DATA".to_string()
+            }
             _ => a,
         })
         .collect::<Vec<_>>()
@@ -95,7 +101,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let report = run::run(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if let (Some(c), Some(k)) = (&report.validation_classification, &report.validation_clustering) {
+    } else if let (Some(c), Some(k)) = (
+        &report.validation_classification,
+        &report.validation_clustering,
+    ) {
         println!(
             "validation: top1 {:.4}, macro-F1 {:.4}; clusters: hungarian {:.4}, majority {:.4}, NMI {:.4}, ARI {:.4}",
             c.top1, c.macro_f1, k.hungarian_acc, k.majority_acc, k.nmi, k.ari

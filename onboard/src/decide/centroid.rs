@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn novelty_is_zero_inside_and_grows_outside() {
-        let s = ClusterStats { mean: 2.0, std: 0.5 };
+        let s = ClusterStats {
+            mean: 2.0,
+            std: 0.5,
+        };
         assert_eq!(novelty(1.0, s), 0.0);
         assert!((novelty(3.0, s) - 2.0).abs() < 1e-6);
         assert_eq!(novelty(f32::NAN, s), 0.0);

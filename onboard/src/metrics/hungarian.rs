@@ -12,11 +12,7 @@ pub fn max_weight_assignment(weights: &[Vec<u64>]) -> (u64, Vec<Option<usize>>) 
     }
     let max_w = weights.iter().flatten().copied().max().unwrap_or(0) as i64;
     let cost = |i: usize, j: usize| -> i64 {
-        let w = weights
-            .get(i)
-            .and_then(|r| r.get(j))
-            .copied()
-            .unwrap_or(0) as i64;
+        let w = weights.get(i).and_then(|r| r.get(j)).copied().unwrap_or(0) as i64;
         max_w - w
     };
     // 1-based arrays as in the classic formulation; p[j] = row matched to column j.

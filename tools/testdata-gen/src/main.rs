@@ -1,1 +1,224 @@
-fn main() {}
+//! Deterministic generator of the project's image fixtures.
+//!
+//! `testdata-gen pass DIR` writes synthetic rover-like scenes (ground texture, horizon, sky,
+//! calibration-target disks, hardware-like bars) as JPEG files. The same build always writes
+//! the same bytes, so the committed `testdata/pass/` can be checked against a fresh run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use image::codecs::jpeg::JpegEncoder;
+use image::{Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Number of images in the pass set.
+pub const PASS_COUNT: usize = 36;
+/// Side of the pass-set images in pixels.
+pub const PASS_SIDE: u32 = 128;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "testdata-gen",
+    about = "Generate the project's image fixtures deterministically"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Synthetic scenes that every stage of the pipeline accepts.
+    Pass {
+        /// Output folder (created; existing files of the same names are replaced).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Scene {
+    Ground,
+    Horizon,
+    Target,
+    Hardware,
+}
+
+fn noise(rng: &mut ChaCha8Rng, amp: f32) -> f32 {
+    (rng.random::<f32>() - 0.5) * 2.0 * amp
+}
+
+fn clamp(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+fn ground(img: &mut RgbImage, rng: &mut ChaCha8Rng, y0: u32) {
+    let base = [
+        150.0 + noise(rng, 30.0),
+        95.0 + noise(rng, 20.0),
+        60.0 + noise(rng, 15.0),
+    ];
+    let pebbles: Vec<(f32, f32, f32)> = (0..rng.random_range(10..40))
+        .map(|_| {
+            (
+                rng.random_range(0.0..PASS_SIDE as f32),
+                rng.random_range(y0 as f32..PASS_SIDE as f32),
+                rng.random_range(1.5..6.0),
+            )
+        })
+        .collect();
+    for y in y0..img.height() {
+        for x in 0..img.width() {
+            let mut shade = 1.0 + noise(rng, 0.12);
+            for &(px, py, r) in &pebbles {
+                let d = ((x as f32 - px).powi(2) + (y as f32 - py).powi(2)).sqrt();
+                if d < r {
+                    shade *= 0.6 + 0.3 * d / r;
+                }
+            }
+            img.put_pixel(
+                x,
+                y,
+                Rgb([
+                    clamp(base[0] * shade),
+                    clamp(base[1] * shade),
+                    clamp(base[2] * shade),
+                ]),
+            );
+        }
+    }
+}
+
+fn sky(img: &mut RgbImage, rng: &mut ChaCha8Rng, y1: u32) {
+    let tint = noise(rng, 15.0);
+    for y in 0..y1 {
+        let t = y as f32 / y1.max(1) as f32;
+        for x in 0..img.width() {
+            img.put_pixel(
+                x,
+                y,
+                Rgb([
+                    clamp(200.0 + tint - 40.0 * t),
+                    clamp(160.0 + tint - 30.0 * t),
+                    clamp(120.0 - 20.0 * t),
+                ]),
+            );
+        }
+    }
+}
+
+fn draw(scene: Scene, rng: &mut ChaCha8Rng) -> RgbImage {
+    let s = PASS_SIDE;
+    let mut img = RgbImage::new(s, s);
+    match scene {
+        Scene::Ground => ground(&mut img, rng, 0),
+        Scene::Horizon => {
+            let h = rng.random_range(s / 4..s / 2);
+            sky(&mut img, rng, h);
+            ground(&mut img, rng, h);
+        }
+        Scene::Target => {
+            ground(&mut img, rng, 0);
+            let (cx, cy) = (rng.random_range(40.0..88.0), rng.random_range(40.0..88.0));
+            let r = rng.random_range(18.0..34.0f32);
+            for y in 0..s {
+                for x in 0..s {
+                    let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                    if d < r {
+                        let ring = ((d / r * 4.0) as u32) % 2;
+                        let v = if ring == 0 { 230 } else { 40 };
+                        img.put_pixel(x, y, Rgb([v, v, v]));
+                    }
+                }
+            }
+        }
+        Scene::Hardware => {
+            ground(&mut img, rng, 0);
+            let bars = rng.random_range(2..5);
+            for _ in 0..bars {
+                let (x0, y0) = (rng.random_range(0..s - 20), rng.random_range(0..s - 20));
+                let (w, h) = (
+                    rng.random_range(10..60).min(s - x0),
+                    rng.random_range(6..40).min(s - y0),
+                );
+                let v = rng.random_range(150..220) as u8;
+                for y in y0..y0 + h {
+                    for x in x0..x0 + w {
+                        img.put_pixel(x, y, Rgb([v, v, v.saturating_sub(10)]));
+                    }
+                }
+            }
+        }
+    }
+    img
+}
+
+fn write_jpeg(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    JpegEncoder::new_with_quality(&mut bytes, 90)
+        .encode_image(img)
+        .with_context(|| format!("{}: cannot encode", path.display()))?;
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Writes the pass set into `dir`; returns the file paths.
+pub fn write_pass(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let scenes = [
+        Scene::Ground,
+        Scene::Horizon,
+        Scene::Target,
+        Scene::Hardware,
+    ];
+    let mut out = Vec::new();
+    for i in 0..PASS_COUNT {
+        let scene = scenes[i % scenes.len()];
+        let mut rng = ChaCha8Rng::seed_from_u64(1000 + i as u64);
+        let img = draw(scene, &mut rng);
+        let name = format!("{:03}_{}.jpg", i, format!("{scene:?}").to_lowercase());
+        let path = dir.join(name);
+        write_jpeg(&path, &img)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Pass { dir } => write_pass(&dir)
+            .map(|files| println!("wrote {} images to {}", files.len(), dir.display())),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_pass_set_matches_the_generator() {
+        let tmp = std::env::temp_dir().join(format!("testdata-gen-{}", std::process::id()));
+        let files = write_pass(&tmp).unwrap();
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pass");
+        let mut names: Vec<_> = std::fs::read_dir(&committed)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), files.len(), "testdata/pass has extra or missing files; run `cargo run -p testdata-gen -- pass testdata/pass`");
+        for f in &files {
+            let name = f.file_name().unwrap();
+            let fresh = std::fs::read(f).unwrap();
+            let old = std::fs::read(committed.join(name)).unwrap();
+            assert!(fresh == old, "{name:?} differs from the generator's output");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}

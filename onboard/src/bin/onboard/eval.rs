@@ -24,11 +24,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = crate::model_dir(args.model);
     let mut analyzer = crate::load_analyzer(&model)?;
     let items = onboard::labels::read_labels(&args.labels)?;
-    let classes: Vec<String> = analyzer.bundle.manifest.classes.iter().map(|c| c.name.clone()).collect();
+    let classes: Vec<String> = analyzer
+        .bundle
+        .manifest
+        .classes
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let k = analyzer.bundle.manifest.clustering.centroids.len();
     let (mut truth, mut pred, mut clusters) = (Vec::new(), Vec::new(), Vec::new());
     let mut skipped = Vec::new();
-    let bar = if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(items.len() as u64) };
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(items.len() as u64)
+    };
     for onboard::labels::Labeled { file, class: id } in &items {
         bar.inc(1);
         if *id >= classes.len() {

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "onboard", version, about = "Onboard image triage: cluster, classify and prioritize rover images for downlink")]
+#[command(
+    name = "onboard",
+    version,
+    about = "Onboard image triage: cluster, classify and prioritize rover images for downlink"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

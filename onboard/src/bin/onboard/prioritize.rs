@@ -34,11 +34,17 @@ struct Row {
 /// Files directly inside `dir`, sorted by name (symlinks included, folders not).
 pub fn list_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list the image folder; pass an existing folder", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "{}: cannot list the image folder; pass an existing folder",
+            dir.display()
+        )
+    })?;
     for e in entries {
         let e = e.with_context(|| format!("{}: cannot list the image folder", dir.display()))?;
-        let ft = e.file_type().with_context(|| format!("{}: cannot stat", e.path().display()))?;
+        let ft = e
+            .file_type()
+            .with_context(|| format!("{}: cannot stat", e.path().display()))?;
         if !ft.is_dir() {
             files.push(e.path());
         }
@@ -54,7 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for path in &files {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let bytes = match std::fs::metadata(path) {
             Ok(m) => m.len(),
             Err(e) => {
@@ -66,7 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         match analyzer.analyze_file(path) {
             Ok(a) => {
                 let class = &analyzer.bundle.manifest.classes[a.class];
-                let score = decide::priority_score(class.science_value, a.confidence, a.novelty, ScoreWeights::default());
+                let score = decide::priority_score(
+                    class.science_value,
+                    a.confidence,
+                    a.novelty,
+                    ScoreWeights::default(),
+                );
                 rows.push(Row {
                     file: name,
                     bytes,
@@ -84,7 +98,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let candidates: Vec<Candidate> = rows.iter().map(|r| Candidate { bytes: r.bytes, score: r.score }).collect();
+    let candidates: Vec<Candidate> = rows
+        .iter()
+        .map(|r| Candidate {
+            bytes: r.bytes,
+            score: r.score,
+        })
+        .collect();
     let mut order = vec![0; rows.len()];
     let mut selected = vec![false; rows.len()];
     let budget = args.budget_bytes.unwrap_or(u64::MAX);
@@ -118,16 +138,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        writeln!(out, "{:>4} {:<40} {:>9} {:<22} {:>5} {:>4} {:>7} {:>6} sel", "rank", "file", "bytes", "class", "conf", "clus", "novelty", "score")?;
+        writeln!(
+            out,
+            "{:>4} {:<40} {:>9} {:<22} {:>5} {:>4} {:>7} {:>6} sel",
+            "rank", "file", "bytes", "class", "conf", "clus", "novelty", "score"
+        )?;
         for (rank, r) in plan.iter().enumerate() {
             writeln!(
                 out,
                 "{:>4} {:<40} {:>9} {:<22} {:>5.2} {:>4} {:>7.2} {:>6.3} {}",
-                rank + 1, r.file, r.bytes, r.class, r.confidence, r.cluster, r.novelty, r.score,
+                rank + 1,
+                r.file,
+                r.bytes,
+                r.class,
+                r.confidence,
+                r.cluster,
+                r.novelty,
+                r.score,
                 if r.selected { "yes" } else { "no" }
             )?;
         }
-        writeln!(out, "{} images planned, {} selected ({} bytes), {} skipped", plan.len(), selected.iter().filter(|s| **s).count(), used, skipped.len())?;
+        writeln!(
+            out,
+            "{} images planned, {} selected ({} bytes), {} skipped",
+            plan.len(),
+            selected.iter().filter(|s| **s).count(),
+            used,
+            skipped.len()
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,202 @@
+//! End to end on a small subset of the real MSL data: train tiny models, export a bundle, check
+//! it with ONNX's checker and ONNX Runtime against tract, and evaluate it with `onboard eval`.
+//! Needs `MSL_DATA` (the dataset root) and `TRIAGE_PYTHON` (the test venv's python, set by
+//! `scripts/env.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use host_trainer::config::TrainConfig;
+use host_trainer::device::DeviceChoice;
+use host_trainer::run::{self, TrainOptions};
+
+fn msl_data() -> Option<PathBuf> {
+    let d = PathBuf::from(std::env::var_os("MSL_DATA")?);
+    assert!(
+        d.join("train-calibrated-shuffled.txt").is_file(),
+        "MSL_DATA={} is set but holds no train-calibrated-shuffled.txt",
+        d.display()
+    );
+    Some(d)
+}
+
+fn tiny_config() -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.limit_images = Some(96);
+    c.k = 6;
+    c.kmeans_restarts = 2;
+    c.autoencoder.epochs = 2;
+    c.autoencoder.batch_size = 32;
+    c.classifier.epochs = 2;
+    c.classifier.batch_size = 32;
+    c.parity_images = 16;
+    c
+}
+
+fn onboard_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("onboard");
+    assert!(
+        bin.is_file(),
+        "{} not built: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn train_export_check_and_eval() {
+    let Some(data) = msl_data() else {
+        eprintln!("MSL_DATA not set: skipping the end-to-end test");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("models/tiny");
+    let opts = TrainOptions {
+        data: data.clone(),
+        train_splits: vec!["train-calibrated-shuffled.txt".into()],
+        val_split: Some("val-calibrated-shuffled.txt".into()),
+        unlabeled: vec![],
+        out: out.clone(),
+        work: tmp.path().join("run"),
+        device: DeviceChoice::Auto,
+        config: tiny_config(),
+        command: "e2e test".into(),
+    };
+    let report = run::run(&opts).expect("training runs");
+    assert!(report.encoder_parity.max_abs_diff <= 1e-4 && report.encoder_parity.images == 16);
+    assert!(report.classifier_parity.max_abs_diff <= 1e-4);
+    assert!(tmp.path().join("run/autoencoder.safetensors").is_file());
+    let saved: TrainConfig = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("run/classifier.config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved, opts.config);
+
+    // ONNX checker (full) and ONNX Runtime agree with tract on a real image.
+    let bundle = onboard::bundle::Bundle::load(&out).expect("bundle loads");
+    let spec = &bundle.manifest.input;
+    let first = onboard::labels::read_labels(&data.join("val-calibrated-shuffled.txt")).unwrap()[0]
+        .file
+        .clone();
+    let x = onboard::preprocess::load_tensor(&data.join(first), spec).unwrap();
+    let input = tmp.path().join("x.bin");
+    std::fs::write(
+        &input,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let python = std::env::var("TRIAGE_PYTHON")
+        .expect("TRIAGE_PYTHON is set by scripts/env.sh (run scripts/test.sh)");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_onnx.py");
+    let res = Command::new(python)
+        .arg(script)
+        .arg(&out)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "check_onnx.py failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    let graphs = doc["graphs"].as_array().unwrap();
+    assert_eq!(graphs.len(), 2);
+    for g in graphs {
+        let entry = bundle
+            .manifest
+            .graphs
+            .iter()
+            .find(|e| e.file == g["file"].as_str().unwrap())
+            .unwrap();
+        let mut graph = onboard::runtime::Graph::load(
+            &out.join(&entry.file),
+            spec.height as usize,
+            spec.width as usize,
+            entry.output_dim,
+        )
+        .unwrap();
+        let mut tract_out = vec![0f32; entry.output_dim];
+        graph.run_into(&x, &mut tract_out).unwrap();
+        let ort: Vec<f64> = g["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(ort.len(), tract_out.len());
+        let max = ort
+            .iter()
+            .zip(&tract_out)
+            .map(|(a, b)| (*a as f32 - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max <= 1e-4,
+            "{}: ONNX Runtime vs tract differ by {max}",
+            entry.file
+        );
+    }
+
+    // The onboard binary loads and evaluates the new bundle.
+    let labels = tmp.path().join("val50.txt");
+    let text = std::fs::read_to_string(data.join("val-calibrated-shuffled.txt")).unwrap();
+    std::fs::write(
+        &labels,
+        text.lines().take(50).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let res = Command::new(onboard_bin())
+        .args(["eval", "--data"])
+        .arg(&data)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--model")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "onboard eval failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(doc["images"], 50);
+    assert_eq!(doc["k"], 6);
+    assert!(doc["nmi"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn autoencoder_loss_falls_on_real_images() {
+    let Some(data) = msl_data() else {
+        eprintln!("MSL_DATA not set: skipping");
+        return;
+    };
+    use host_trainer::{data as d, model::Autoencoder, train};
+    let cfg = tiny_config();
+    tch::manual_seed(3);
+    let spec = run::input_spec(cfg.input_size);
+    let classes = d::class_names(&data).unwrap();
+    let set = d::load_split(&data, d::TRAIN_SPLIT, &spec, Some(64), classes.len()).unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let ae = Autoencoder::new(
+        &vs.root(),
+        i64::from(cfg.input_size),
+        &cfg.ae_channels,
+        cfg.latent_dim,
+    );
+    let stage = host_trainer::config::StageConfig {
+        epochs: 6,
+        batch_size: 16,
+        lr: 1e-3,
+        max_steps: None,
+    };
+    let h = train::train_autoencoder(&ae, &vs, &set.images, &stage, 3, tch::Device::Cpu).unwrap();
+    assert_eq!(h.epoch_loss.len(), 6);
+    assert!(
+        h.epoch_loss[5] < 0.8 * h.epoch_loss[0],
+        "loss did not fall: {:?}",
+        h.epoch_loss
+    );
+}

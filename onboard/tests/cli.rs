@@ -1,0 +1,197 @@
+//! The `onboard` binary against the committed default bundle and the generated fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn onboard(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_onboard"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("onboard runs")
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "onboard failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn prioritize_plans_every_fixture_within_budget() {
+    let budget = 60_000u64;
+    let doc = json(&onboard(&[
+        "prioritize",
+        "testdata/pass",
+        "--budget-bytes",
+        &budget.to_string(),
+        "--json",
+    ]));
+    let plan = doc["plan"].as_array().unwrap();
+    let n_files = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .count();
+    assert_eq!(plan.len(), n_files);
+    assert!(doc["skipped"].as_array().unwrap().is_empty());
+    let scores: Vec<f64> = plan.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "plan not sorted by score: {scores:?}"
+    );
+    let used: u64 = plan
+        .iter()
+        .filter(|r| r["selected"].as_bool().unwrap())
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(used <= budget && used > 0);
+    assert_eq!(used, doc["bytes_selected"].as_u64().unwrap());
+    for r in plan {
+        for key in [
+            "file",
+            "bytes",
+            "class",
+            "confidence",
+            "cluster",
+            "novelty",
+            "score",
+            "selected",
+        ] {
+            assert!(!r[key].is_null(), "missing {key} in {r}");
+        }
+        let c = r["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+    }
+}
+
+#[test]
+fn prioritize_skips_bad_files_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("testdata/pass/000_ground.jpg"),
+        dir.path().join("a.jpg"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.JPG"), b"").unwrap();
+    std::fs::write(dir.path().join("c.JPG"), b"this is text, not an image").unwrap();
+    let jpg = std::fs::read(root().join("testdata/pass/001_horizon.jpg")).unwrap();
+    std::fs::write(dir.path().join("d.JPG"), &jpg[..jpg.len() / 3]).unwrap();
+    let out = onboard(&["prioritize", dir.path().to_str().unwrap(), "--json"]);
+    let doc = json(&out);
+    assert_eq!(doc["plan"].as_array().unwrap().len(), 1);
+    let skipped: Vec<&str> = doc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["b.JPG", "c.JPG", "d.JPG"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty file"));
+}
+
+#[test]
+fn broken_bundles_fail_before_any_image_with_the_file_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &dyn Fn(&Path), &str); 3] = [
+        (
+            "hash",
+            &|d: &Path| std::fs::write(d.join("encoder.f32.onnx"), b"garbage").unwrap(),
+            "sha256",
+        ),
+        (
+            "missing",
+            &|d: &Path| std::fs::remove_file(d.join("classifier.f32.onnx")).unwrap(),
+            "classifier.f32.onnx",
+        ),
+        (
+            "version",
+            &|d: &Path| {
+                let p = d.join("manifest.json");
+                let s = std::fs::read_to_string(&p).unwrap().replacen(
+                    "\"format_version\": 1",
+                    "\"format_version\": 2",
+                    1,
+                );
+                std::fs::write(p, s).unwrap();
+            },
+            "format version 2",
+        ),
+    ];
+    for (name, break_it, expect) in cases {
+        let d = tmp.path().join(name);
+        copy_dir(&root().join("models/default"), &d);
+        break_it(&d);
+        let out = onboard(&[
+            "prioritize",
+            "testdata/pass",
+            "--model",
+            d.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{name}: should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{name}: stderr lacks {expect:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{name}: printed a plan");
+    }
+}
+
+#[test]
+fn eval_on_real_validation_images() {
+    let Some(data) = std::env::var_os("MSL_DATA") else {
+        eprintln!("MSL_DATA not set: skipping the real-data eval");
+        return;
+    };
+    let data = PathBuf::from(data);
+    let labels = std::fs::read_to_string(data.join("val-calibrated-shuffled.txt"))
+        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
+    let tmp = tempfile::tempdir().unwrap();
+    let subset = tmp.path().join("val100.txt");
+    std::fs::write(
+        &subset,
+        labels.lines().take(100).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let doc = json(&onboard(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        subset.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(doc["images"], 100);
+    assert_eq!(doc["skipped"], 0);
+    for key in [
+        "top1",
+        "macro_f1",
+        "cluster_hungarian_acc",
+        "cluster_majority_acc",
+        "nmi",
+    ] {
+        let v = doc[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    assert!(doc["ari"].as_f64().unwrap() <= 1.0);
+    assert!(doc["per_class_recall"]
+        .as_object()
+        .unwrap()
+        .contains_key("ground"));
+    // The committed bundle must do far better than chance on real images.
+    assert!(doc["top1"].as_f64().unwrap() > 0.5, "top1 {}", doc["top1"]);
+}

@@ -159,7 +159,7 @@ fn lloyd(data: &[f32], dim: usize, mut centroids: Vec<f32>, cfg: &KMeansConfig) 
 /// Fits k-means to the `[n, dim]` points in `data`.
 pub fn fit(data: &[f32], dim: usize, cfg: &KMeansConfig) -> anyhow::Result<KMeans> {
     anyhow::ensure!(
-        dim > 0 && data.len() % dim == 0,
+        dim > 0 && data.len().is_multiple_of(dim),
         "data length {} is not a multiple of dim {dim}",
         data.len()
     );

@@ -17,6 +17,8 @@ pub struct StageConfig {
     pub lr: f64,
     /// Stop after this many optimizer steps in total (for smoke runs); `None` = no cap.
     pub max_steps: Option<usize>,
+    /// Decoupled weight decay (AdamW); 0 = plain Adam behaviour.
+    pub weight_decay: f64,
 }
 
 /// Everything that determines a training run; with the same data it reproduces the run.
@@ -46,6 +48,12 @@ pub struct TrainConfig {
     pub autoencoder: StageConfig,
     /// Classifier stage.
     pub classifier: StageConfig,
+    /// Augmentation of classifier batches.
+    pub classifier_augment: crate::augment::AugmentConfig,
+    /// Class weights of the cross-entropy are `count^-class_balance` (0 = unweighted,
+    /// 0.5 = inverse square root of the class frequency), normalized to mean 1 over present
+    /// classes.
+    pub class_balance: f64,
     /// Use at most this many images of each split (for smoke runs); `None` = all.
     pub limit_images: Option<usize>,
     /// Number of validation images checked for tch/tract parity after export.
@@ -92,13 +100,17 @@ impl Default for TrainConfig {
                 batch_size: 64,
                 lr: 1e-3,
                 max_steps: None,
+                weight_decay: 0.0,
             },
             classifier: StageConfig {
                 epochs: 30,
                 batch_size: 64,
                 lr: 1e-3,
                 max_steps: None,
+                weight_decay: 1e-2,
             },
+            classifier_augment: crate::augment::AugmentConfig::default(),
+            class_balance: 0.5,
             limit_images: None,
             parity_images: 32,
             parity_tolerance: 1e-4,
@@ -132,7 +144,7 @@ impl TrainConfig {
             "channel lists must not be empty"
         );
         anyhow::ensure!(
-            self.input_size >= 8 && self.input_size % (1 << stages) == 0,
+            self.input_size >= 8 && self.input_size.is_multiple_of(1 << stages),
             "input_size {} must be a multiple of 2^{} (one halving per autoencoder stage)",
             self.input_size,
             stages

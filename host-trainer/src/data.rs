@@ -45,12 +45,12 @@ impl ImageSet {
 
 /// Class names of the dataset in id order.
 pub fn class_names(root: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(read_synset(&root.join(SYNSET_FILE)).with_context(|| {
+    read_synset(&root.join(SYNSET_FILE)).with_context(|| {
         format!(
             "{}: not an MSL dataset root (needs {SYNSET_FILE})",
             root.display()
         )
-    })?)
+    })
 }
 
 /// Loads the labeled split `split` (relative to `root`), keeping at most `limit` items in file

@@ -1,10 +1,11 @@
 //! Ground-side trainer: learns the onboard models from rover images and writes model bundles.
 //!
-//! Modules by concern: [`config`] (serde training configuration), [`data`] (MSL layout and
+//! Modules by concern: [`augment`] (seeded tensor augmentation), [`config`] (serde training configuration), [`data`] (MSL layout and
 //! image folders), [`model`] (autoencoder and classifier), [`train`] (training loops),
 //! [`cluster`] (k-means), [`evaluate`] (metrics on a labeled split), [`export`] (ONNX
 //! writer), [`bundle_writer`] (bundle folder and model card), [`device`] (device choice).
 
+pub mod augment;
 pub mod bundle_writer;
 pub mod cluster;
 pub mod config;

@@ -201,8 +201,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         &cls_vs,
         &train_set.images,
         &train_set.labels,
-        &cfg.classifier,
-        cfg.seed.wrapping_add(1),
+        classes.len(),
+        cfg,
         device,
     )?;
     save_weights(&cls_vs, cfg, &opts.work, "classifier")?;

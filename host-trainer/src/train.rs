@@ -4,13 +4,14 @@
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::StageConfig;
+use crate::augment;
+use crate::config::{StageConfig, TrainConfig};
 use crate::model::{Autoencoder, Classifier};
 
 /// What a training stage did.
@@ -41,7 +42,11 @@ fn run_stage(
     mut step: impl FnMut(&Tensor, &mut ChaCha8Rng) -> Tensor,
 ) -> anyhow::Result<History> {
     anyhow::ensure!(n > 0, "{name}: no training images");
-    let mut opt = nn::Adam::default().build(vs, cfg.lr)?;
+    let mut opt = nn::AdamW {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(vs, cfg.lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let per_epoch = n.div_ceil(cfg.batch_size);
     let total = cfg
@@ -112,25 +117,33 @@ pub fn train_autoencoder(
     })
 }
 
-/// Random horizontal flip of each image of a batch with probability 1/2.
-pub fn random_hflip(x: &Tensor, rng: &mut ChaCha8Rng) -> Tensor {
-    let b = x.size()[0];
-    let mask: Vec<bool> = (0..b).map(|_| rng.random::<bool>()).collect();
-    let mask = Tensor::from_slice(&mask)
-        .view([-1, 1, 1, 1])
-        .to_device(x.device());
-    x.flip([3]).where_self(&mask, x)
+/// Cross-entropy class weights `count^-alpha` over `n_classes`, normalized to mean 1 over the
+/// classes present in `labels` (absent classes get 0).
+pub fn class_weights(labels: &[i64], n_classes: usize, alpha: f64) -> Vec<f32> {
+    let mut counts = vec![0usize; n_classes];
+    for &l in labels {
+        if let Some(c) = usize::try_from(l).ok().and_then(|l| counts.get_mut(l)) {
+            *c += 1;
+        }
+    }
+    let raw: Vec<f64> = counts
+        .iter()
+        .map(|&c| if c == 0 { 0.0 } else { (c as f64).powf(-alpha) })
+        .collect();
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    let mean = raw.iter().sum::<f64>() / present as f64;
+    raw.iter().map(|w| (w / mean) as f32).collect()
 }
 
-/// Trains `model` on `images` (`[n, 3, h, w]`, CPU) and `labels` with cross-entropy and random
-/// horizontal flips.
+/// Trains `model` on `images` (`[n, 3, h, w]`, CPU) and `labels` with class-weighted
+/// cross-entropy on augmented batches.
 pub fn train_classifier(
     model: &Classifier,
     vs: &nn::VarStore,
     images: &Tensor,
     labels: &[i64],
-    cfg: &StageConfig,
-    seed: u64,
+    n_classes: usize,
+    cfg: &TrainConfig,
     device: Device,
 ) -> anyhow::Result<History> {
     let n = images.size()[0] as usize;
@@ -139,13 +152,46 @@ pub fn train_classifier(
         "classifier: {} labels for {n} images",
         labels.len()
     );
+    let weights =
+        Tensor::from_slice(&class_weights(labels, n_classes, cfg.class_balance)).to_device(device);
     let labels = Tensor::from_slice(labels);
-    run_stage("classifier", vs, n, cfg, seed, |idx, rng| {
-        let x = random_hflip(&images.index_select(0, idx).to_device(device), rng);
-        let y = labels
-            .index_select(0, idx)
-            .to_device(device)
-            .to_kind(Kind::Int64);
-        model.forward_t(&x, true).cross_entropy_for_logits(&y)
-    })
+    let aug = &cfg.classifier_augment;
+    run_stage(
+        "classifier",
+        vs,
+        n,
+        &cfg.classifier,
+        cfg.seed.wrapping_add(1),
+        |idx, rng| {
+            let x =
+                augment::classifier_batch(&images.index_select(0, idx).to_device(device), aug, rng);
+            let y = labels
+                .index_select(0, idx)
+                .to_device(device)
+                .to_kind(Kind::Int64);
+            model.forward_t(&x, true).cross_entropy_loss(
+                &y,
+                Some(&weights),
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            )
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_by_hand() {
+        // counts: class 0 -> 4, class 1 -> 1, class 2 -> 0.
+        let w = class_weights(&[0, 0, 0, 0, 1], 3, 0.5);
+        // raw = [1/2, 1, 0]; mean over the 2 present = 0.75.
+        assert!(
+            (w[0] - 0.5 / 0.75).abs() < 1e-6 && (w[1] - 1.0 / 0.75).abs() < 1e-6 && w[2] == 0.0
+        );
+        assert_eq!(class_weights(&[0, 1, 1], 2, 0.0), vec![1.0, 1.0]);
+    }
 }

@@ -2,11 +2,12 @@
 //! it with ONNX's checker and ONNX Runtime against tract, and evaluate it with `onboard eval`.
 //! Needs `MSL_DATA` (the dataset root) and `TRIAGE_PYTHON` (the test venv's python, set by
 //! `scripts/env.sh`).
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use host_trainer::config::TrainConfig;
+use host_trainer::config::{StageConfig, TrainConfig};
 use host_trainer::device::DeviceChoice;
 use host_trainer::run::{self, TrainOptions};
 
@@ -21,16 +22,24 @@ fn msl_data() -> Option<PathBuf> {
 }
 
 fn tiny_config() -> TrainConfig {
-    let mut c = TrainConfig::default();
-    c.limit_images = Some(96);
-    c.k = 6;
-    c.kmeans_restarts = 2;
-    c.autoencoder.epochs = 2;
-    c.autoencoder.batch_size = 32;
-    c.classifier.epochs = 2;
-    c.classifier.batch_size = 32;
-    c.parity_images = 16;
-    c
+    let d = TrainConfig::default();
+    TrainConfig {
+        limit_images: Some(96),
+        k: 6,
+        kmeans_restarts: 2,
+        autoencoder: StageConfig {
+            epochs: 2,
+            batch_size: 32,
+            ..d.autoencoder.clone()
+        },
+        classifier: StageConfig {
+            epochs: 2,
+            batch_size: 32,
+            ..d.classifier.clone()
+        },
+        parity_images: 16,
+        ..d
+    }
 }
 
 fn onboard_bin() -> PathBuf {
@@ -186,11 +195,12 @@ fn autoencoder_loss_falls_on_real_images() {
         &cfg.ae_channels,
         cfg.latent_dim,
     );
-    let stage = host_trainer::config::StageConfig {
+    let stage = StageConfig {
         epochs: 6,
         batch_size: 16,
         lr: 1e-3,
         max_steps: None,
+        weight_decay: 0.0,
     };
     let h = train::train_autoencoder(&ae, &vs, &set.images, &stage, 3, tch::Device::Cpu).unwrap();
     assert_eq!(h.epoch_loss.len(), 6);

@@ -29,6 +29,9 @@ pub enum ImageError {
     /// The content is not a decodable image, or exceeds the decode limits.
     #[error("cannot decode: {0}")]
     Decode(#[from] image::ImageError),
+    /// A JPEG stream stops before its end-of-image marker (lost or cut-off data).
+    #[error("truncated JPEG: no end-of-image marker")]
+    TruncatedJpeg,
     /// The decoded image is too small to carry information.
     #[error("image of {0}x{1} pixels is below the 8x8 minimum")]
     TooSmall(u32, u32),
@@ -54,6 +57,9 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
         return Err(ImageError::Empty);
     }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_eoi(bytes) {
+        return Err(ImageError::TruncatedJpeg);
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -64,6 +70,13 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
         return Err(ImageError::TooSmall(img.width(), img.height()));
     }
     Ok(img)
+}
+
+/// Whether a JPEG stream ends with the end-of-image marker `FF D9` (trailing zero padding
+/// allowed). Decoders fill a cut-off stream with gray; the product refuses it instead.
+fn has_jpeg_eoi(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
 }
 
 /// Resizes `img` to the spec's size as RGB8 with the spec's filter.
@@ -151,6 +164,14 @@ mod tests {
         ));
         let png = png_bytes(32, 32);
         assert!(decode_bytes(&png[..png.len() / 2]).is_err());
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::new(32, 32))
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode_bytes(&jpeg).is_ok());
+        jpeg.extend_from_slice(&[0, 0]);
+        assert!(decode_bytes(&jpeg).is_ok());
+        assert!(matches!(decode_bytes(&jpeg[..jpeg.len() - 10]), Err(ImageError::TruncatedJpeg)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The `onboard` binary against the committed default bundle and the generated fixtures.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +24,9 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
+
+/// A bundle-breaking edit: name, how to break the copy, text the error must contain.
+type Case<'a> = (&'a str, &'a dyn Fn(&Path), &'a str);
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -100,13 +104,16 @@ fn prioritize_skips_bad_files_and_goes_on() {
         .map(|s| s["file"].as_str().unwrap())
         .collect();
     assert_eq!(skipped, ["b.JPG", "c.JPG", "d.JPG"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("empty file"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.JPG: empty file"), "{err}");
+    assert!(err.contains("c.JPG: cannot decode"), "{err}");
+    assert!(err.contains("d.JPG: truncated JPEG"), "{err}");
 }
 
 #[test]
 fn broken_bundles_fail_before_any_image_with_the_file_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&str, &dyn Fn(&Path), &str); 3] = [
+    let cases: [Case; 3] = [
         (
             "hash",
             &|d: &Path| std::fs::write(d.join("encoder.f32.onnx"), b"garbage").unwrap(),

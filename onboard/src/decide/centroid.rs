@@ -27,7 +27,7 @@ pub fn nearest_centroid(latent: &[f32], centroids: &[f32]) -> Result<Nearest, De
     if dim == 0 || centroids.is_empty() {
         return Err(DecideError::Empty);
     }
-    if centroids.len() % dim != 0 {
+    if !centroids.len().is_multiple_of(dim) {
         return Err(DecideError::LengthMismatch {
             expected: (centroids.len() / dim + 1) * dim,
             got: centroids.len(),

@@ -68,8 +68,7 @@ pub fn max_weight_assignment(weights: &[Vec<u64>]) -> (u64, Vec<Option<usize>>) 
     }
     let mut assign = vec![None; rows];
     let mut total = 0u64;
-    for j in 1..=n {
-        let i = p[j];
+    for (j, &i) in p.iter().enumerate().skip(1) {
         if i >= 1 && i <= rows && j <= cols {
             assign[i - 1] = Some(j - 1);
             total += weights[i - 1].get(j - 1).copied().unwrap_or(0);

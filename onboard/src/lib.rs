@@ -11,6 +11,8 @@ pub mod decide;
 #[cfg(feature = "std")]
 pub mod bundle;
 #[cfg(feature = "std")]
+pub mod downlink;
+#[cfg(feature = "std")]
 pub mod labels;
 #[cfg(feature = "std")]
 pub mod metrics;
@@ -21,3 +23,5 @@ pub mod preprocess;
 pub mod pipeline;
 #[cfg(feature = "tract")]
 pub mod runtime;
+#[cfg(feature = "tract")]
+pub mod triage;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::bundle::{Bundle, GraphRole};
 use crate::decide::{self, ClusterStats};
-use crate::preprocess::{self, ImageError};
+use crate::preprocess::{self, ImageError, QualityFlags};
 use crate::runtime::{Graph, RuntimeError};
 
 /// What the pipeline concluded about one image.
@@ -22,6 +22,10 @@ pub struct Analysis {
     pub class: usize,
     /// Softmax probability of the predicted class.
     pub confidence: f32,
+    /// Softmax probabilities of every class.
+    pub probs: Vec<f32>,
+    /// Image-quality flags of the decoded image.
+    pub quality: QualityFlags,
 }
 
 /// Why one image produced no analysis.
@@ -73,7 +77,10 @@ impl Analyzer {
         let img = preprocess::decode_file(path)?;
         let rgb = preprocess::resize_rgb(&img, &self.bundle.manifest.input);
         preprocess::normalize_into(&rgb, &self.bundle.manifest.input, &mut self.input);
-        self.analyze_input()
+        let quality = preprocess::quality_flags(&rgb);
+        let mut a = self.analyze_input()?;
+        a.quality = quality;
+        Ok(a)
     }
 
     /// Analyses the preprocessed input currently in the buffer.
@@ -107,6 +114,8 @@ impl Analyzer {
             novelty,
             class,
             confidence,
+            probs: self.logits.clone(),
+            quality: QualityFlags::default(),
         })
     }
 }

@@ -106,6 +106,55 @@ pub fn normalize_into(rgb: &RgbImage, spec: &InputSpec, out: &mut [f32]) -> bool
     true
 }
 
+/// Image-quality flags computed on the resized RGB image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QualityFlags {
+    /// Almost no contrast: luminance standard deviation below 3 (0..255 scale).
+    pub blank: bool,
+    /// More than half of the pixels have a channel at 250 or above.
+    pub overexposed: bool,
+    /// One channel carries almost all the signal: the other two channels' means are both below
+    /// 15% of its mean.
+    pub dominant_channel: bool,
+}
+
+impl QualityFlags {
+    /// Whether any flag is set.
+    pub fn any(&self) -> bool {
+        self.blank || self.overexposed || self.dominant_channel
+    }
+}
+
+/// Quality flags of an RGB image (see [`QualityFlags`]).
+pub fn quality_flags(rgb: &RgbImage) -> QualityFlags {
+    let n = (rgb.width() as usize * rgb.height() as usize).max(1) as f64;
+    let (mut sum, mut sum_sq, mut saturated) = (0.0f64, 0.0f64, 0usize);
+    let mut ch = [0.0f64; 3];
+    for px in rgb.as_raw().chunks_exact(3) {
+        let l = 0.299 * f64::from(px[0]) + 0.587 * f64::from(px[1]) + 0.114 * f64::from(px[2]);
+        sum += l;
+        sum_sq += l * l;
+        if px.iter().any(|&v| v >= 250) {
+            saturated += 1;
+        }
+        for c in 0..3 {
+            ch[c] += f64::from(px[c]);
+        }
+    }
+    let mean = sum / n;
+    let std = (sum_sq / n - mean * mean).max(0.0).sqrt();
+    let (imax, max) = ch
+        .iter()
+        .enumerate()
+        .fold((0, 0.0f64), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+    let dominant = max > 0.0 && (0..3).filter(|&i| i != imax).all(|i| ch[i] < 0.15 * max);
+    QualityFlags {
+        blank: std < 3.0,
+        overexposed: saturated as f64 > 0.5 * n,
+        dominant_channel: dominant,
+    }
+}
+
 /// Decoded, resized and normalized tensor for `path`: `[3, height, width]` values.
 pub fn load_tensor(path: &Path, spec: &InputSpec) -> Result<Vec<f32>, ImageError> {
     let img = decode_file(path)?;
@@ -171,7 +220,34 @@ mod tests {
         assert!(decode_bytes(&jpeg).is_ok());
         jpeg.extend_from_slice(&[0, 0]);
         assert!(decode_bytes(&jpeg).is_ok());
-        assert!(matches!(decode_bytes(&jpeg[..jpeg.len() - 10]), Err(ImageError::TruncatedJpeg)));
+        assert!(matches!(
+            decode_bytes(&jpeg[..jpeg.len() - 10]),
+            Err(ImageError::TruncatedJpeg)
+        ));
+    }
+
+    #[test]
+    fn quality_flags_by_construction() {
+        let flat = RgbImage::from_pixel(16, 16, image::Rgb([90, 60, 40]));
+        assert_eq!(
+            quality_flags(&flat),
+            QualityFlags {
+                blank: true,
+                overexposed: false,
+                dominant_channel: false
+            }
+        );
+        let white = RgbImage::from_fn(16, 16, |x, _| {
+            image::Rgb([255, 255, if x % 2 == 0 { 255 } else { 200 }])
+        });
+        assert!(quality_flags(&white).overexposed);
+        let blue = RgbImage::from_fn(16, 16, |x, y| image::Rgb([2, 3, (x * 8 + y) as u8]));
+        let q = quality_flags(&blue);
+        assert!(q.dominant_channel && !q.blank && !q.overexposed);
+        let ok = RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([(x * 9) as u8, (y * 9) as u8, 80])
+        });
+        assert!(!quality_flags(&ok).any());
     }
 
     #[test]

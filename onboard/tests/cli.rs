@@ -52,10 +52,26 @@ fn prioritize_plans_every_fixture_within_budget() {
         .count();
     assert_eq!(plan.len(), n_files);
     assert!(doc["skipped"].as_array().unwrap().is_empty());
-    let scores: Vec<f64> = plan.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    // Chosen images come first, in downlink order; the rest follow by decreasing score.
+    let n_sel = plan.iter().take_while(|r| r["selected"] == true).count();
+    assert!(n_sel > 0 && plan[n_sel..].iter().all(|r| r["selected"] == false));
+    let reasons: Vec<String> = plan[..n_sel]
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        (1..=n_sel)
+            .map(|k| format!("selected #{k}"))
+            .collect::<Vec<_>>()
+    );
+    let rest: Vec<f64> = plan[n_sel..]
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
     assert!(
-        scores.windows(2).all(|w| w[0] >= w[1]),
-        "plan not sorted by score: {scores:?}"
+        rest.windows(2).all(|w| w[0] >= w[1]),
+        "unselected part not sorted by score: {rest:?}"
     );
     let used: u64 = plan
         .iter()
@@ -201,4 +217,72 @@ fn eval_on_real_validation_images() {
         .contains_key("ground"));
     // The committed bundle must do far better than chance on real images.
     assert!(doc["top1"].as_f64().unwrap() > 0.5, "top1 {}", doc["top1"]);
+}
+
+#[test]
+fn downlink_bench_on_real_validation_images() {
+    let Some(data) = std::env::var_os("MSL_DATA") else {
+        eprintln!("MSL_DATA not set: skipping the real-data downlink benchmark");
+        return;
+    };
+    let data = PathBuf::from(data);
+    let labels = std::fs::read_to_string(data.join("val-calibrated-shuffled.txt"))
+        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
+    let mut lines: Vec<&str> = labels.lines().collect();
+    lines.sort_unstable();
+    let tmp = tempfile::tempdir().unwrap();
+    let subset = tmp.path().join("val-chrono-400.txt");
+    std::fs::write(&subset, lines[..400].join("\n")).unwrap();
+    let doc = json(&onboard(&[
+        "downlink-bench",
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        subset.to_str().unwrap(),
+        "--values",
+        "configs/values.toml",
+        "--pass-images",
+        "100",
+        "--budget-fraction",
+        "0.15",
+        "--json",
+    ]));
+    assert_eq!(doc["items"], 400);
+    assert_eq!(doc["passes"], 4);
+    let ratio = |p: &str| doc["policies"][p]["value_ratio"].as_f64().unwrap();
+    assert_eq!(ratio("oracle"), 1.0);
+    for p in ["onboard", "fifo", "random"] {
+        assert!(
+            ratio(p) > 0.0 && ratio(p) <= 1.0 + 1e-9,
+            "{p}: {}",
+            ratio(p)
+        );
+    }
+    assert!(
+        ratio("onboard") > ratio("fifo"),
+        "onboard {} <= fifo {}",
+        ratio("onboard"),
+        ratio("fifo")
+    );
+}
+
+#[test]
+fn prioritize_json_explains_decisions() {
+    let doc = json(&onboard(&[
+        "prioritize",
+        "testdata/pass",
+        "--budget-bytes",
+        "20000",
+        "--values",
+        "configs/values.toml",
+        "--json",
+    ]));
+    let plan = doc["plan"].as_array().unwrap();
+    let first = &plan[0];
+    assert_eq!(first["selected"], true);
+    assert_eq!(first["reason"], "selected #1");
+    assert!(first["parts"]["expected_class_value"].as_f64().unwrap() > 0.0);
+    assert!(plan
+        .iter()
+        .any(|r| r["reason"] == "no room left in the budget"));
 }

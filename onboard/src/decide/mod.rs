@@ -1,11 +1,10 @@
-//! Allocation-free decision core: nearest centroid, novelty, class scoring and budgeted
-//! selection. Every function works on caller-owned slices; nothing here allocates.
+//! Allocation-free decision core: nearest centroid, novelty, and budgeted downlink planning. Every function works on caller-owned slices; nothing here allocates.
 
 mod centroid;
-mod select;
+mod plan;
 
 pub use centroid::{nearest_centroid, novelty, ClusterStats, Nearest};
-pub use select::{priority_score, select_under_budget, Candidate, ScoreWeights};
+pub use plan::{plan, Decision, Outcome, PlanItem, PlanWeights, MAX_CLASSES, MAX_CLUSTERS};
 
 /// Errors of the decision core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +20,14 @@ pub enum DecideError {
     /// An input held no entries where at least one is required.
     #[error("empty input")]
     Empty,
+    /// More items than a fixed-capacity container holds.
+    #[error("{got} items exceed the fixed capacity of {capacity}")]
+    Capacity {
+        /// The container's capacity.
+        capacity: usize,
+        /// Items offered.
+        got: usize,
+    },
 }
 
 /// Numerically stable in-place softmax over `logits`; returns the index and probability of the

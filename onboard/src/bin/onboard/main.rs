@@ -1,5 +1,6 @@
 //! `onboard`: runs a model bundle over rover images and plans the downlink.
 
+mod downlink_bench;
 mod eval;
 mod prioritize;
 
@@ -25,6 +26,8 @@ enum Command {
     Prioritize(prioritize::Args),
     /// Evaluate the bundle on a labeled split; prints one JSON object on stdout.
     Eval(eval::Args),
+    /// Score downlink policies (onboard, FIFO, random, oracle) on a labeled split.
+    DownlinkBench(downlink_bench::Args),
 }
 
 /// Default bundle folder, relative to the working directory.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Prioritize(a) => prioritize::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::DownlinkBench(a) => downlink_bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use onboard::decide::{self, Candidate, ScoreWeights};
+use onboard::decide::Decision;
+use onboard::pipeline::{Analysis, Analyzer};
+use onboard::triage::{self, Candidate, PlannerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,24 +13,16 @@ pub struct Args {
     /// Model bundle folder.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Downlink budget in bytes; without it every image is selected.
+    /// Downlink budget in bytes; without it every image with value is selected.
     #[arg(long)]
     budget_bytes: Option<u64>,
+    /// Science values (TOML `[values]` class name -> number) and planner settings
+    /// (`[planner]`), overriding the bundle's.
+    #[arg(long)]
+    values: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug)]
-struct Row {
-    file: String,
-    bytes: u64,
-    class: String,
-    confidence: f32,
-    cluster: usize,
-    novelty: f32,
-    score: f32,
-    selected: bool,
 }
 
 /// Files directly inside `dir`, sorted by name (symlinks included, folders not).
@@ -53,75 +47,112 @@ pub fn list_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = crate::model_dir(args.model);
-    let mut analyzer = crate::load_analyzer(&model)?;
-    let files = list_files(&args.dir)?;
-    let mut rows = Vec::new();
+/// Science values per class (bundle's, overridden by `--values`) and planner settings.
+pub fn values_and_planner(
+    analyzer: &Analyzer,
+    values: Option<&Path>,
+) -> anyhow::Result<(Vec<f32>, PlannerConfig)> {
+    let classes = &analyzer.bundle.manifest.classes;
+    let Some(path) = values else {
+        return Ok((
+            classes.iter().map(|c| c.science_value).collect(),
+            PlannerConfig::default(),
+        ));
+    };
+    let names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+    let v = onboard::downlink::read_values(path, &names, |i| f64::from(classes[i].science_value))?;
+    let planner = PlannerConfig::from_values_file(path).map_err(anyhow::Error::msg)?;
+    Ok((v.iter().map(|&x| x as f32).collect(), planner))
+}
+
+/// One analysed file.
+pub struct Analysed {
+    pub name: String,
+    pub bytes: u64,
+    pub analysis: Analysis,
+}
+
+/// Analyses `files`; failures are logged and returned as (file name, reason).
+pub fn analyse_files(
+    analyzer: &mut Analyzer,
+    files: &[PathBuf],
+) -> (Vec<Analysed>, Vec<(String, String)>) {
+    let mut ok = Vec::new();
     let mut skipped = Vec::new();
-    for path in &files {
+    for path in files {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bytes = match std::fs::metadata(path) {
-            Ok(m) => m.len(),
-            Err(e) => {
-                eprintln!("skip {}: cannot read: {e}", path.display());
-                skipped.push((name, format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        match analyzer.analyze_file(path) {
-            Ok(a) => {
-                let class = &analyzer.bundle.manifest.classes[a.class];
-                let score = decide::priority_score(
-                    class.science_value,
-                    a.confidence,
-                    a.novelty,
-                    ScoreWeights::default(),
-                );
-                rows.push(Row {
-                    file: name,
-                    bytes,
-                    class: class.name.clone(),
-                    confidence: a.confidence,
-                    cluster: a.cluster,
-                    novelty: a.novelty,
-                    score,
-                    selected: false,
-                });
-            }
-            Err(e) => {
-                eprintln!("skip {}: {e}", path.display());
-                skipped.push((name, e.to_string()));
+        let result = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|m| {
+                analyzer
+                    .analyze_file(path)
+                    .map(|a| (m.len(), a))
+                    .map_err(|e| e.to_string())
+            });
+        match result {
+            Ok((bytes, analysis)) => ok.push(Analysed {
+                name,
+                bytes,
+                analysis,
+            }),
+            Err(reason) => {
+                eprintln!("skip {}: {reason}", path.display());
+                skipped.push((name, reason));
             }
         }
     }
-    let candidates: Vec<Candidate> = rows
+    (ok, skipped)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = crate::model_dir(args.model);
+    let mut analyzer = crate::load_analyzer(&model)?;
+    let (values, planner) = values_and_planner(&analyzer, args.values.as_deref())?;
+    let files = list_files(&args.dir)?;
+    let (rows, skipped) = analyse_files(&mut analyzer, &files);
+    let candidates: Vec<Candidate<'_>> = rows
         .iter()
         .map(|r| Candidate {
             bytes: r.bytes,
-            score: r.score,
+            analysis: &r.analysis,
         })
         .collect();
-    let mut order = vec![0; rows.len()];
-    let mut selected = vec![false; rows.len()];
     let budget = args.budget_bytes.unwrap_or(u64::MAX);
-    let used = decide::select_under_budget(&candidates, budget, &mut order, &mut selected)
-        .context("selecting the downlink set")?;
-    for (r, s) in rows.iter_mut().zip(&selected) {
-        r.selected = *s;
-    }
-    let plan: Vec<&Row> = order.iter().map(|&i| &rows[i]).collect();
+    let plan =
+        triage::plan(&candidates, &values, &planner, budget).context("planning the downlink")?;
+    let classes = &analyzer.bundle.manifest.classes;
+    let reason = |i: usize| match plan.outcomes[i].decision {
+        Decision::Selected(r) => format!("selected #{}", r + 1),
+        Decision::NoRoom => "no room left in the budget".to_string(),
+        Decision::NoValue => match plan.duplicate_of[i] {
+            Some(d) => format!("no value left: near-duplicate of {}", rows[d].name),
+            None => "no value left".to_string(),
+        },
+    };
+    let order = plan.order();
+    let selected = |i: usize| matches!(plan.outcomes[i].decision, Decision::Selected(_));
     let mut out = std::io::stdout().lock();
     if args.json {
-        let plan_json: Vec<_> = plan
+        let plan_json: Vec<_> = order
             .iter()
-            .map(|r| {
+            .map(|&i| {
+                let r = &rows[i];
+                let a = &r.analysis;
+                let expected_value: f32 = a.probs.iter().zip(&values).map(|(p, v)| p * v).sum();
                 serde_json::json!({
-                    "file": r.file, "bytes": r.bytes, "class": r.class, "confidence": r.confidence,
-                    "cluster": r.cluster, "novelty": r.novelty, "score": r.score, "selected": r.selected,
+                    "file": r.name, "bytes": r.bytes, "class": classes[a.class].name, "confidence": a.confidence,
+                    "cluster": a.cluster, "novelty": a.novelty, "score": plan.outcomes[i].initial_gain,
+                    "selected": selected(i), "reason": reason(i),
+                    "parts": {
+                        "expected_class_value": expected_value,
+                        "marginal_gain": plan.outcomes[i].gain,
+                        "quality": plan.quality[i],
+                        "quality_flags": {"blank": a.quality.blank, "overexposed": a.quality.overexposed, "dominant_channel": a.quality.dominant_channel},
+                        "duplicate_of": plan.duplicate_of[i].map(|d| rows[d].name.clone()),
+                    },
                 })
             })
             .collect();
@@ -132,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "model": model.display().to_string(),
             "budget_bytes": args.budget_bytes,
-            "bytes_selected": used,
+            "bytes_selected": plan.bytes,
             "plan": plan_json,
             "skipped": skipped_json,
         });
@@ -140,30 +171,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{:>4} {:<40} {:>9} {:<22} {:>5} {:>4} {:>7} {:>6} sel",
+            "{:>4} {:<40} {:>9} {:<22} {:>5} {:>4} {:>7} {:>6}  decision",
             "rank", "file", "bytes", "class", "conf", "clus", "novelty", "score"
         )?;
-        for (rank, r) in plan.iter().enumerate() {
+        for (rank, &i) in order.iter().enumerate() {
+            let (r, a) = (&rows[i], &rows[i].analysis);
             writeln!(
                 out,
-                "{:>4} {:<40} {:>9} {:<22} {:>5.2} {:>4} {:>7.2} {:>6.3} {}",
+                "{:>4} {:<40} {:>9} {:<22} {:>5.2} {:>4} {:>7.2} {:>6.3}  {}",
                 rank + 1,
-                r.file,
+                r.name,
                 r.bytes,
-                r.class,
-                r.confidence,
-                r.cluster,
-                r.novelty,
-                r.score,
-                if r.selected { "yes" } else { "no" }
+                classes[a.class].name,
+                a.confidence,
+                a.cluster,
+                a.novelty,
+                plan.outcomes[i].initial_gain,
+                reason(i)
             )?;
         }
+        let n_sel = (0..rows.len()).filter(|&i| selected(i)).count();
         writeln!(
             out,
-            "{} images planned, {} selected ({} bytes), {} skipped",
-            plan.len(),
-            selected.iter().filter(|s| **s).count(),
-            used,
+            "{} images planned, {n_sel} selected ({} bytes), {} skipped",
+            rows.len(),
+            plan.bytes,
             skipped.len()
         )?;
     }

@@ -1,0 +1,225 @@
+//! Downlink planning over analysed images: duplicate detection on latents, quality penalties,
+//! and the allocation-free planner of [`crate::decide`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::{self, Decision, Outcome, PlanItem, PlanWeights};
+use crate::pipeline::Analysis;
+
+/// Most images one plan can hold.
+pub const MAX_PLAN: usize = 16384;
+
+/// Planner settings; every field can be set in the `[planner]` table of a values file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// Novelty weight (see [`PlanWeights::novelty`]).
+    pub novelty: f32,
+    /// Novelty cap.
+    pub novelty_cap: f32,
+    /// Diminishing returns within a cluster.
+    pub cluster_decay: f32,
+    /// Gain multiplier of a near-duplicate once its twin is chosen.
+    pub duplicate_factor: f32,
+    /// Latent distance under which two images are near-duplicates.
+    pub duplicate_distance: f32,
+    /// How many preceding images are searched for a near-duplicate.
+    pub duplicate_window: usize,
+    /// Quality multiplier of a blank image.
+    pub blank_quality: f32,
+    /// Quality multiplier of an overexposed image.
+    pub overexposed_quality: f32,
+    /// Quality multiplier of an image with a single dominant channel.
+    pub dominant_channel_quality: f32,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        let w = PlanWeights::default();
+        Self {
+            novelty: w.novelty,
+            novelty_cap: w.novelty_cap,
+            cluster_decay: w.cluster_decay,
+            duplicate_factor: w.duplicate_factor,
+            duplicate_distance: 0.15,
+            duplicate_window: 8,
+            blank_quality: 0.1,
+            overexposed_quality: 0.5,
+            dominant_channel_quality: 1.0,
+        }
+    }
+}
+
+impl PlannerConfig {
+    /// Reads the optional `[planner]` table of a values TOML file (defaults when absent).
+    pub fn from_values_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+        match doc.get("planner") {
+            None => Ok(Self::default()),
+            Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
+                format!("{}: [planner]: {}", path.display(), e.message())
+            }),
+        }
+    }
+
+    fn weights(&self) -> PlanWeights {
+        PlanWeights {
+            novelty: self.novelty,
+            novelty_cap: self.novelty_cap,
+            cluster_decay: self.cluster_decay,
+            duplicate_factor: self.duplicate_factor,
+        }
+    }
+
+    /// Quality multiplier of an analysed image.
+    pub fn quality(&self, a: &Analysis) -> f32 {
+        let q = a.quality;
+        let mut m = 1.0;
+        if q.blank {
+            m *= self.blank_quality;
+        }
+        if q.overexposed {
+            m *= self.overexposed_quality;
+        }
+        if q.dominant_channel {
+            m *= self.dominant_channel_quality;
+        }
+        m
+    }
+}
+
+/// For each latent, the nearest of the `window` preceding latents closer than `threshold`.
+pub fn find_duplicates(latents: &[&[f32]], window: usize, threshold: f32) -> Vec<Option<usize>> {
+    let t2 = threshold * threshold;
+    (0..latents.len())
+        .map(|i| {
+            let mut best: Option<(usize, f32)> = None;
+            for j in i.saturating_sub(window)..i {
+                let d: f32 = latents[i]
+                    .iter()
+                    .zip(latents[j])
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                if d < t2 && best.is_none_or(|(_, bd)| d < bd) {
+                    best = Some((j, d));
+                }
+            }
+            best.map(|(j, _)| j)
+        })
+        .collect()
+}
+
+/// An analysed image ready for planning.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// File size.
+    pub bytes: u64,
+    /// Its analysis.
+    pub analysis: &'a Analysis,
+}
+
+/// The plan of one pass: per-candidate outcome and duplicate link, bytes used.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Outcome per candidate.
+    pub outcomes: Vec<Outcome>,
+    /// Near-duplicate link per candidate.
+    pub duplicate_of: Vec<Option<usize>>,
+    /// Quality multiplier per candidate.
+    pub quality: Vec<f32>,
+    /// Bytes of the chosen images.
+    pub bytes: u64,
+}
+
+impl Plan {
+    /// Candidate indices in downlink order: chosen ones first (in choice order), then the rest
+    /// by decreasing initial gain.
+    pub fn order(&self) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.outcomes.len()).collect();
+        idx.sort_by(|&a, &b| {
+            let key = |i: usize| match self.outcomes[i].decision {
+                Decision::Selected(r) => (0, r, 0.0f32),
+                _ => (1, 0, -self.outcomes[i].initial_gain),
+            };
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0)
+                .then(ka.1.cmp(&kb.1))
+                .then(ka.2.total_cmp(&kb.2))
+                .then(a.cmp(&b))
+        });
+        idx
+    }
+}
+
+/// Plans `candidates` (in arrival order) within `budget` bytes.
+pub fn plan(
+    candidates: &[Candidate<'_>],
+    values: &[f32],
+    cfg: &PlannerConfig,
+    budget: u64,
+) -> Result<Plan, decide::DecideError> {
+    let latents: Vec<&[f32]> = candidates
+        .iter()
+        .map(|c| c.analysis.latent.as_slice())
+        .collect();
+    let duplicate_of = find_duplicates(&latents, cfg.duplicate_window, cfg.duplicate_distance);
+    let quality: Vec<f32> = candidates.iter().map(|c| cfg.quality(c.analysis)).collect();
+    let items: Vec<PlanItem<'_>> = candidates
+        .iter()
+        .zip(&duplicate_of)
+        .zip(&quality)
+        .map(|((c, d), q)| PlanItem {
+            bytes: c.bytes,
+            probs: &c.analysis.probs,
+            cluster: c.analysis.cluster.min(u16::MAX as usize) as u16,
+            novelty: c.analysis.novelty,
+            duplicate_of: *d,
+            quality: *q,
+        })
+        .collect();
+    let mut chosen = vec![false; items.len()];
+    let blank = Outcome {
+        decision: Decision::NoValue,
+        gain: 0.0,
+        initial_gain: 0.0,
+    };
+    let mut outcomes = vec![blank; items.len()];
+    let (_, bytes) = decide::plan::<MAX_PLAN>(
+        &items,
+        values,
+        &cfg.weights(),
+        budget,
+        &mut chosen,
+        &mut outcomes,
+    )?;
+    Ok(Plan {
+        outcomes,
+        duplicate_of,
+        quality,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_within_window_only() {
+        let a = [0.0f32, 0.0];
+        let b = [0.05f32, 0.0];
+        let c = [1.0f32, 0.0];
+        let lat: Vec<&[f32]> = vec![&a, &c, &b, &c];
+        assert_eq!(
+            find_duplicates(&lat, 8, 0.1),
+            vec![None, None, Some(0), Some(1)]
+        );
+        assert_eq!(find_duplicates(&lat, 1, 0.1), vec![None, None, None, None]);
+    }
+}

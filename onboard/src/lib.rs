@@ -18,6 +18,8 @@ pub mod labels;
 pub mod metrics;
 #[cfg(feature = "std")]
 pub mod preprocess;
+#[cfg(feature = "std")]
+pub mod render;
 
 #[cfg(feature = "tract")]
 pub mod pipeline;

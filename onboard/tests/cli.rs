@@ -286,3 +286,32 @@ fn prioritize_json_explains_decisions() {
         .iter()
         .any(|r| r["reason"] == "no room left in the budget"));
 }
+
+#[test]
+fn prioritize_writes_a_contact_sheet_of_the_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sheet = tmp.path().join("plan.png");
+    let doc = json(&onboard(&[
+        "prioritize",
+        "testdata/pass",
+        "--budget-bytes",
+        "30000",
+        "--json",
+        "--sheet",
+        sheet.to_str().unwrap(),
+    ]));
+    let n_sel = doc["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["selected"] == true)
+        .count();
+    let img = image::open(&sheet).expect("sheet is a PNG").to_rgb8();
+    let rows = n_sel.div_ceil(6) as u32;
+    assert!(
+        img.width() >= 6 * 128 && img.height() >= 24 + rows * 128,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+}

@@ -23,6 +23,9 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write a contact sheet (PNG) of the selected images in downlink order.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
 }
 
 /// Files directly inside `dir`, sorted by name (symlinks included, folders not).
@@ -134,6 +137,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let order = plan.order();
     let selected = |i: usize| matches!(plan.outcomes[i].decision, Decision::Selected(_));
+    if let Some(sheet) = &args.sheet {
+        let tiles: Vec<_> = order
+            .iter()
+            .filter(|&&i| selected(i))
+            .filter_map(|&i| {
+                let r = &rows[i];
+                let img = onboard::preprocess::decode_file(&args.dir.join(&r.name))
+                    .ok()?
+                    .to_rgb8();
+                let caption = vec![
+                    format!(
+                        "#{} {}",
+                        order.iter().position(|&j| j == i).unwrap_or(0) + 1,
+                        classes[r.analysis.class].name
+                    ),
+                    format!(
+                        "score {:.2} {}kB",
+                        plan.outcomes[i].initial_gain,
+                        r.bytes.div_ceil(1024)
+                    ),
+                ];
+                Some((img, caption))
+            })
+            .collect();
+        let title = format!(
+            "downlink plan: {} images, {} bytes of {}",
+            tiles.len(),
+            plan.bytes,
+            args.budget_bytes
+                .map_or("unlimited".into(), |b| b.to_string())
+        );
+        onboard::render::contact_sheet(&title, &tiles, 6)
+            .save_png(sheet)
+            .with_context(|| format!("{}: cannot write the contact sheet", sheet.display()))?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         let plan_json: Vec<_> = order

@@ -2,7 +2,7 @@
 //!
 //! Modules by concern: [`augment`] (seeded tensor augmentation), [`config`] (serde training configuration), [`data`] (MSL layout and
 //! image folders), [`model`] (autoencoder and classifier), [`train`] (training loops),
-//! [`cluster`] (k-means), [`evaluate`] (metrics on a labeled split), [`export`] (ONNX
+//! [`cluster`] (k-means), [`evaluate`] (metrics on a labeled split), [`figures`] (PNG figures), [`export`] (ONNX
 //! writer), [`bundle_writer`] (bundle folder and model card), [`device`] (device choice).
 
 pub mod augment;
@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod evaluate;
 pub mod export;
+pub mod figures;
 pub mod model;
 pub mod progress;
 pub mod report;

@@ -16,6 +16,7 @@ use crate::config::TrainConfig;
 use crate::data::{self, ImageSet};
 use crate::device::{self, DeviceChoice};
 use crate::evaluate;
+use crate::figures;
 use crate::model::{Autoencoder, Classifier};
 use crate::report::{self, RunReport};
 use crate::train;
@@ -92,6 +93,69 @@ pub fn machine() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{model}, {cores} cores")
+}
+
+/// Confusion matrix, cluster-class table and cluster montage of the validation set, written
+/// into the run folder (the montage holds dataset images and never goes into a bundle).
+#[allow(clippy::too_many_arguments)]
+fn write_validation_figures(
+    work: &Path,
+    classes: &[String],
+    truth: &[usize],
+    pred: &[usize],
+    assign: &[usize],
+    set: &ImageSet,
+    k: usize,
+    majority: &[String],
+) -> anyhow::Result<()> {
+    let present: Vec<usize> = (0..classes.len()).filter(|c| truth.contains(c)).collect();
+    let table = onboard::metrics::contingency(truth, pred);
+    let rows: Vec<String> = present.iter().map(|&c| classes[c].clone()).collect();
+    let counts: Vec<Vec<u64>> = present
+        .iter()
+        .map(|&c| {
+            (0..classes.len())
+                .map(|j| table.get(c).and_then(|r| r.get(j)).copied().unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    let ids: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
+    figures::heatmap(
+        &work.join("confusion_val.png"),
+        "classifier confusion on validation",
+        "true class",
+        "predicted class id",
+        &rows,
+        &ids,
+        &counts,
+    )?;
+    let ct = onboard::metrics::contingency(assign, truth);
+    let cl_rows: Vec<String> = (0..k)
+        .map(|j| format!("{j}: {}", majority.get(j).cloned().unwrap_or_default()))
+        .collect();
+    let cl_counts: Vec<Vec<u64>> = (0..k)
+        .map(|j| {
+            (0..classes.len())
+                .map(|c| ct.get(j).and_then(|r| r.get(c)).copied().unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    figures::heatmap(
+        &work.join("clusters_val.png"),
+        "k-means clusters vs classes on validation",
+        "cluster: train majority",
+        "true class id",
+        &cl_rows,
+        &ids,
+        &cl_counts,
+    )?;
+    let mut samples: Vec<Vec<&Path>> = vec![Vec::new(); k];
+    for (p, &a) in set.paths.iter().zip(assign) {
+        if let Some(v) = samples.get_mut(a).filter(|v| v.len() < 6) {
+            v.push(p.as_path());
+        }
+    }
+    figures::cluster_montage(&work.join("cluster_montage.png"), &samples, majority, 6)
 }
 
 fn save_weights(
@@ -207,6 +271,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     )?;
     save_weights(&cls_vs, cfg, &opts.work, "classifier")?;
 
+    let majority: Vec<String> =
+        onboard::metrics::cluster_majority_labels(&train_truth, &km.assignment, cfg.k)
+            .iter()
+            .map(|m| m.map_or("(empty)".to_string(), |c| classes[c].clone()))
+            .collect();
     let (validation_classification, validation_clustering) = match &val_set {
         Some(v) => {
             let truth = v.labels_usize();
@@ -216,6 +285,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
                 .chunks_exact(dim)
                 .map(|p| cluster::nearest(p, &km.centroids, dim).0)
                 .collect();
+            write_validation_figures(
+                &opts.work, &classes, &truth, &pred, &assign, v, cfg.k, &majority,
+            )?;
             (
                 Some(evaluate::classification(&truth, &pred, &classes)),
                 Some(evaluate::clustering(&truth, &assign, cfg.k)),
@@ -223,6 +295,13 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         }
         None => (None, None),
     };
+    figures::loss_curves(
+        &opts.work.join("training_curves.png"),
+        &[
+            ("autoencoder MSE per epoch", &ae_hist.epoch_loss),
+            ("classifier loss per epoch", &cls_hist.epoch_loss),
+        ],
+    )?;
 
     let staging = Staging::new(&opts.out)?;
     let name = opts

@@ -23,13 +23,11 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-/// One panel of a line chart: `values[i]` plotted at x = i + 1 (epochs), y from min to max.
+/// One panel of a line chart in the rectangle `(x, y, w, h)`: `values[i]` plotted at
+/// x = i + 1 (epochs), y from min to max.
 fn panel(
     c: &mut Canvas,
-    x0: i64,
-    y0: i64,
-    w: i64,
-    h: i64,
+    (x0, y0, w, h): (i64, i64, i64, i64),
     title: &str,
     values: &[f64],
     color: Rgb<u8>,
@@ -82,10 +80,7 @@ pub fn loss_curves(path: &Path, panels: &[(&str, &[f64])]) -> anyhow::Result<()>
     for (k, (title, values)) in panels.iter().enumerate() {
         panel(
             &mut c,
-            k as i64 * w + 8,
-            8,
-            w - 16,
-            h - 16,
+            (k as i64 * w + 8, 8, w - 16, h - 16),
             title,
             values,
             SERIES_COLORS[k % SERIES_COLORS.len()],

@@ -22,7 +22,22 @@ pub struct AugmentConfig {
 }
 
 impl Default for AugmentConfig {
+    /// Horizontal flips only: shifts, jitter and desaturation measured worse on validation for
+    /// the small CNN (docs/RESULTS.md).
     fn default() -> Self {
+        Self {
+            hflip: 0.5,
+            max_shift: 0,
+            brightness: 0.0,
+            contrast: 0.0,
+            grayscale: 0.0,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// Flip, shift, brightness/contrast jitter and desaturation.
+    pub fn strong() -> Self {
         Self {
             hflip: 0.5,
             max_shift: 6,
@@ -124,7 +139,7 @@ mod tests {
 
     #[test]
     fn deterministic_under_a_seed_and_shape_preserving() {
-        let cfg = AugmentConfig::default();
+        let cfg = AugmentConfig::strong();
         let a = classifier_batch(&batch(), &cfg, &mut ChaCha8Rng::seed_from_u64(5));
         let b = classifier_batch(&batch(), &cfg, &mut ChaCha8Rng::seed_from_u64(5));
         assert_eq!(a.size(), vec![2, 3, 8, 8]);

@@ -29,16 +29,27 @@ pub enum ImageError {
     /// The content is not a decodable image, or exceeds the decode limits.
     #[error("cannot decode: {0}")]
     Decode(#[from] image::ImageError),
+    /// The content's format contradicts the file name's extension.
+    #[error("content is {content} but the name says {named}")]
+    FormatMismatch {
+        /// Format found in the content.
+        content: String,
+        /// Format the extension names.
+        named: String,
+    },
     /// A JPEG stream stops before its end-of-image marker (lost or cut-off data).
     #[error("truncated JPEG: no end-of-image marker")]
     TruncatedJpeg,
+    /// The header claims a size beyond [`MAX_SIDE`]; the image is not decoded.
+    #[error("header claims {0}x{1} pixels, beyond the {MAX_SIDE}-pixel side limit; not decoded")]
+    TooManyPixels(u32, u32),
     /// The decoded image is too small to carry information.
     #[error("image of {0}x{1} pixels is below the 8x8 minimum")]
     TooSmall(u32, u32),
 }
 
-/// Reads and decodes an image file (format guessed from content, not from the name) within the
-/// size limits above.
+/// Reads and decodes an image file within the size limits above. The format is read from the
+/// content; a content that contradicts a known image extension (a PNG named `.JPG`) is refused.
 pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
     let meta = std::fs::metadata(path)?;
     if meta.len() == 0 {
@@ -48,6 +59,20 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
         return Err(ImageError::TooLarge(meta.len()));
     }
     let bytes = std::fs::read(path)?;
+    if let Some(named) = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(image::ImageFormat::from_extension)
+    {
+        if let Ok(content) = image::guess_format(&bytes) {
+            if content != named {
+                return Err(ImageError::FormatMismatch {
+                    content: format!("{content:?}").to_uppercase(),
+                    named: format!("{named:?}").to_uppercase(),
+                });
+            }
+        }
+    }
     decode_bytes(&bytes)
 }
 
@@ -59,6 +84,12 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_eoi(bytes) {
         return Err(ImageError::TruncatedJpeg);
+    }
+    let (w, h) = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()?
+        .into_dimensions()?;
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(ImageError::TooManyPixels(w, h));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);

@@ -315,3 +315,59 @@ fn prioritize_writes_a_contact_sheet_of_the_selection() {
         img.height()
     );
 }
+
+#[test]
+fn bad_corpus_is_skipped_with_reasons_and_the_pass_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("testdata/bad"), tmp.path());
+    std::fs::remove_file(tmp.path().join("README.md")).unwrap();
+    std::os::unix::fs::symlink(
+        "/nonexistent/target.JPG",
+        tmp.path().join("broken_link.JPG"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("loop.JPG", tmp.path().join("loop.JPG")).unwrap();
+    let out = onboard(&["prioritize", tmp.path().to_str().unwrap(), "--json"]);
+    let doc = json(&out);
+    let planned: Vec<&str> = doc["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["file"].as_str().unwrap())
+        .collect();
+    let mut planned_sorted = planned.clone();
+    planned_sorted.sort_unstable();
+    assert_eq!(planned_sorted, ["grayscale.JPG", "sixteen_bit.png"]);
+    let skipped: std::collections::BTreeMap<&str, &str> = doc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["file"].as_str().unwrap(), s["reason"].as_str().unwrap()))
+        .collect();
+    let expect = [
+        ("zero_bytes.JPG", "empty file"),
+        ("truncated.JPG", "truncated JPEG"),
+        ("png_named.JPG", "content is PNG but the name says JPEG"),
+        ("gif_named.JPG", "content is GIF but the name says JPEG"),
+        ("text_named.JPG", "format could not be determined"),
+        ("one_pixel.JPG", "below the 8x8 minimum"),
+        (
+            "huge_header.JPG",
+            "20000x20000 pixels, beyond the 8192-pixel side limit; not decoded",
+        ),
+        ("broken_link.JPG", "cannot read"),
+        ("loop.JPG", "cannot read"),
+    ];
+    assert_eq!(skipped.len(), expect.len(), "{skipped:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    for (file, reason) in expect {
+        let got = skipped
+            .get(file)
+            .unwrap_or_else(|| panic!("{file} not skipped"));
+        assert!(got.contains(reason), "{file}: {got:?} lacks {reason:?}");
+        assert!(
+            log.contains(&format!("{file}: ")),
+            "{file}: no logged skip in {log}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! Deterministic generator of the project's image fixtures.
 //!
 //! `testdata-gen pass DIR` writes synthetic rover-like scenes (ground texture, horizon, sky,
-//! calibration-target disks, hardware-like bars) as JPEG files. The same build always writes
+//! calibration-target disks, hardware-like bars) as JPEG files; `testdata-gen bad DIR` writes
+//! malformed and unusual files. The same build always writes
 //! the same bytes, so the committed `testdata/pass/` can be checked against a fresh run.
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,11 @@ struct Cli {
 enum Command {
     /// Synthetic scenes that every stage of the pipeline accepts.
     Pass {
+        /// Output folder (created; existing files of the same names are replaced).
+        dir: PathBuf,
+    },
+    /// Malformed and unusual files that must be skipped or handled without a crash.
+    Bad {
         /// Output folder (created; existing files of the same names are replaced).
         dir: PathBuf,
     },
@@ -184,10 +190,77 @@ pub fn write_pass(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+fn encode(img: &image::DynamicImage, format: image::ImageFormat) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), format)?;
+    Ok(bytes)
+}
+
+/// Sets the frame size in the first SOF0 segment of a baseline JPEG.
+fn patch_jpeg_size(jpeg: &mut [u8], width: u16, height: u16) -> anyhow::Result<()> {
+    let pos = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .context("no SOF0 marker in the generated JPEG")?;
+    jpeg[pos + 5..pos + 7].copy_from_slice(&height.to_be_bytes());
+    jpeg[pos + 7..pos + 9].copy_from_slice(&width.to_be_bytes());
+    Ok(())
+}
+
+/// Writes the bad-input corpus into `dir`; returns the file names. Each name says what the file
+/// is; `testdata/bad/README.md` lists the expected outcome of each.
+pub fn write_bad(dir: &Path) -> anyhow::Result<Vec<String>> {
+    use image::{DynamicImage, ImageFormat};
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let scene = DynamicImage::ImageRgb8(draw(Scene::Horizon, &mut rng));
+    let jpeg = encode(&scene, ImageFormat::Jpeg)?;
+    let mut huge = jpeg.clone();
+    patch_jpeg_size(&mut huge, 20000, 20000)?;
+    let gray = DynamicImage::ImageLuma8(scene.to_luma8());
+    let sixteen = DynamicImage::ImageRgb16(scene.to_rgb16());
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("zero_bytes.JPG", Vec::new()),
+        ("truncated.JPG", jpeg[..jpeg.len() / 2].to_vec()),
+        ("png_named.JPG", encode(&scene, ImageFormat::Png)?),
+        (
+            "gif_named.JPG",
+            encode(
+                &DynamicImage::ImageRgba8(scene.to_rgba8()),
+                ImageFormat::Gif,
+            )?,
+        ),
+        (
+            "text_named.JPG",
+            b"SOL 0123 downlink log: not an image\n".to_vec(),
+        ),
+        (
+            "one_pixel.JPG",
+            encode(
+                &DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([120, 80, 60]))),
+                ImageFormat::Jpeg,
+            )?,
+        ),
+        ("huge_header.JPG", huge),
+        ("grayscale.JPG", encode(&gray, ImageFormat::Jpeg)?),
+        ("sixteen_bit.png", encode(&sixteen, ImageFormat::Png)?),
+    ];
+    let mut names = Vec::new();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Pass { dir } => write_pass(&dir)
             .map(|files| println!("wrote {} images to {}", files.len(), dir.display())),
+        Command::Bad { dir } => write_bad(&dir)
+            .map(|files| println!("wrote {} files to {}", files.len(), dir.display())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -201,6 +274,26 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn committed_bad_set_matches_the_generator() {
+        let tmp = std::env::temp_dir().join(format!("testdata-gen-bad-{}", std::process::id()));
+        let names = write_bad(&tmp).unwrap();
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/bad");
+        for name in &names {
+            let fresh = std::fs::read(tmp.join(name)).unwrap();
+            let old = std::fs::read(committed.join(name)).unwrap_or_else(|e| {
+                panic!(
+                    "testdata/bad/{name}: {e}; run `cargo run -p testdata-gen -- bad testdata/bad`"
+                )
+            });
+            assert!(
+                fresh == old,
+                "testdata/bad/{name} differs from the generator's output"
+            );
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn committed_pass_set_matches_the_generator() {

@@ -43,7 +43,7 @@ impl Default for PlannerConfig {
             novelty_cap: w.novelty_cap,
             cluster_decay: w.cluster_decay,
             duplicate_factor: w.duplicate_factor,
-            duplicate_distance: 0.15,
+            duplicate_distance: 0.3,
             duplicate_window: 8,
             blank_quality: 0.1,
             overexposed_quality: 0.5,

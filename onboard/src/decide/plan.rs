@@ -30,7 +30,7 @@ impl Default for PlanWeights {
         Self {
             novelty: 0.15,
             novelty_cap: 4.0,
-            cluster_decay: 0.25,
+            cluster_decay: 0.5,
             duplicate_factor: 0.05,
         }
     }

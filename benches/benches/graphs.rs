@@ -1,0 +1,42 @@
+//! Measures each graph of the default bundle (tract, one image) and the whole per-image pipeline.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use onboard::bundle::{Bundle, GraphRole};
+use onboard::pipeline::Analyzer;
+use onboard::runtime::Graph;
+
+fn bench(c: &mut Criterion) {
+    let root = triage_benches::repo_root();
+    let Ok(bundle) = Bundle::load(&root.join("models/default")) else {
+        eprintln!("models/default does not load; nothing to measure");
+        return;
+    };
+    let (h, w) = (
+        bundle.manifest.input.height as usize,
+        bundle.manifest.input.width as usize,
+    );
+    let input = triage_benches::synthetic(3 * h * w, 4);
+    let mut g = c.benchmark_group("graphs");
+    g.throughput(Throughput::Elements(1));
+    for role in [GraphRole::Encoder, GraphRole::Classifier] {
+        let (entry, path) = bundle.graph(role);
+        let Ok(mut graph) = Graph::load(&path, h, w, entry.output_dim) else {
+            eprintln!("{}: does not load", path.display());
+            continue;
+        };
+        let mut out = vec![0.0f32; entry.output_dim];
+        g.bench_function(format!("{role:?}").to_lowercase(), |b| {
+            b.iter(|| graph.run_into(&input, &mut out))
+        });
+    }
+    let image = root.join("testdata/pass/001_horizon.jpg");
+    if let Ok(mut analyzer) = Analyzer::new(bundle) {
+        g.bench_function("pipeline_per_image", |b| {
+            b.iter(|| analyzer.analyze_file(&image))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

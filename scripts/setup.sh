@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building and testing need, idempotently: the Rust targets and components, and a
-# Python venv (outside the clone, reused across runs) with torch 2.11.0 (libtorch for tch),
-# onnx and onnxruntime from PyPI.
+# Installs what building and testing need, idempotently: the Rust targets and components, the
+# aarch64 cross toolchain and qemu (Debian packages), and a Python venv (outside the clone,
+# reused across runs) with torch 2.11.0 (libtorch for tch), onnx and onnxruntime from PyPI.
+# `--board-only` stops after the cross-building tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -11,7 +12,18 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add thumbv7em-none-eabihf >/dev/null
+rustup target add thumbv7em-none-eabihf aarch64-unknown-linux-gnu >/dev/null
+
+need=()
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ "${1:-}" = "--board-only" ] && exit 0
 
 stamp="$TRIAGE_VENV/.requirements.sha256"
 want="$(sha256sum scripts/requirements.txt | cut -d' ' -f1)"

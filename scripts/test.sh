@@ -26,6 +26,20 @@ echo "== no_std core (thumbv7em-none-eabihf)" >&2
 cargo build -p onboard --no-default-features --target thumbv7em-none-eabihf
 echo "== tests" >&2
 cargo test --release --workspace
+echo "== aarch64: onboard tests under qemu" >&2
+qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+ONBOARD_TEST_RUNNER="${qemu[*]}" cargo test --release -p onboard --target aarch64-unknown-linux-gnu
+echo "== aarch64: board build, size, and eval predictions equal to x86" >&2
+scripts/build-board.sh
+if [ -n "${MSL_DATA:-}" ]; then
+  tmp="$(mktemp -d)"
+  sort "$MSL_DATA/val-calibrated-shuffled.txt" | head -n 300 > "$tmp/val300.txt"
+  "$CARGO_TARGET_DIR/release/onboard" eval --data "$MSL_DATA" --labels "$tmp/val300.txt" --json > "$tmp/x86.json"
+  "${qemu[@]}" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release-small/onboard" eval \
+    --data "$MSL_DATA" --labels "$tmp/val300.txt" --json > "$tmp/arm.json"
+  python3 scripts/compare_eval.py "$tmp/x86.json" "$tmp/arm.json"
+  rm -rf "$tmp"
+fi
 echo "== README main command" >&2
 cargo run --release -p onboard -- prioritize testdata/pass --budget-bytes 60000 >/dev/null
 echo "all checks passed" >&2

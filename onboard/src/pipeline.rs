@@ -8,7 +8,7 @@ use crate::preprocess::{self, ImageError, QualityFlags};
 use crate::runtime::{Graph, RuntimeError};
 
 /// What the pipeline concluded about one image.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Analysis {
     /// Encoder latent (after the bundle's normalization), `latent_dim` values.
     pub latent: Vec<f32>,

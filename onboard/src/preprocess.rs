@@ -138,7 +138,7 @@ pub fn normalize_into(rgb: &RgbImage, spec: &InputSpec, out: &mut [f32]) -> bool
 }
 
 /// Image-quality flags computed on the resized RGB image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QualityFlags {
     /// Almost no contrast: luminance standard deviation below 3 (0..255 scale).
     pub blank: bool,

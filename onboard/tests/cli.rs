@@ -8,12 +8,25 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The `onboard` binary as a command, run through `ONBOARD_TEST_RUNNER` (e.g.
+/// `qemu-aarch64 -L DIR`) when that is set, as for cross-compiled test runs.
+fn onboard_cmd() -> Command {
+    let runner = std::env::var("ONBOARD_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(env!("CARGO_BIN_EXE_onboard"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_onboard")),
+    };
+    cmd.current_dir(root());
+    cmd
+}
+
 fn onboard(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_onboard"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("onboard runs")
+    onboard_cmd().args(args).output().expect("onboard runs")
 }
 
 fn json(out: &std::process::Output) -> serde_json::Value {
@@ -370,4 +383,85 @@ fn bad_corpus_is_skipped_with_reasons_and_the_pass_goes_on() {
             "{file}: no logged skip in {log}"
         );
     }
+}
+
+#[test]
+fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let fixtures: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let n = 800;
+    for i in 0..n {
+        std::os::unix::fs::symlink(
+            &fixtures[i % fixtures.len()],
+            images.join(format!("img{i:04}.jpg")),
+        )
+        .unwrap();
+    }
+    std::fs::write(images.join("zz_empty.JPG"), b"").unwrap();
+    let journal = tmp.path().join("decisions.jsonl");
+    let args = [
+        "prioritize",
+        images.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+        "--json",
+    ];
+    let mut child = onboard_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while lines(&journal) < 40 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the pass finished before it could be killed; raise the image count"
+    );
+    let before = lines(&journal);
+    assert!(
+        before >= 40 && before < n,
+        "journal had {before} records at the kill"
+    );
+
+    let doc = json(&onboard(&args));
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let files: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["file"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = files.iter().collect();
+    assert_eq!(
+        files.len(),
+        n + 1,
+        "records: {} for {} files",
+        files.len(),
+        n + 1
+    );
+    assert_eq!(unique.len(), n + 1, "a decision was duplicated");
+    assert_eq!(doc["plan"].as_array().unwrap().len(), n);
+    assert_eq!(doc["skipped"].as_array().unwrap().len(), 1);
 }

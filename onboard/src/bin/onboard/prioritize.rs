@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::decide::Decision;
+use onboard::journal::{Journal, Record};
 use onboard::pipeline::{Analysis, Analyzer};
 use onboard::triage::{self, Candidate, PlannerConfig};
 
@@ -26,6 +27,14 @@ pub struct Args {
     /// Write a contact sheet (PNG) of the selected images in downlink order.
     #[arg(long)]
     sheet: Option<PathBuf>,
+    /// Journal file: every image's result is appended and synced as soon as it is known, images
+    /// already in it are not analysed again, and its backlog (analysed, not yet downlinked) from
+    /// earlier passes joins the plan.
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// With --journal: record the selected images as downlinked, so later passes leave them out.
+    #[arg(long, requires = "journal")]
+    mark_sent: bool,
 }
 
 /// Files directly inside `dir`, sorted by name (symlinks included, folders not).
@@ -68,6 +77,9 @@ pub fn values_and_planner(
     Ok((v.iter().map(|&x| x as f32).collect(), planner))
 }
 
+/// Files that could not be analysed: (file name, reason).
+pub type Skips = Vec<(String, String)>;
+
 /// One analysed file.
 pub struct Analysed {
     pub name: String,
@@ -76,10 +88,7 @@ pub struct Analysed {
 }
 
 /// Analyses `files`; failures are logged and returned as (file name, reason).
-pub fn analyse_files(
-    analyzer: &mut Analyzer,
-    files: &[PathBuf],
-) -> (Vec<Analysed>, Vec<(String, String)>) {
+pub fn analyse_files(analyzer: &mut Analyzer, files: &[PathBuf]) -> (Vec<Analysed>, Skips) {
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
     for path in files {
@@ -110,12 +119,81 @@ pub fn analyse_files(
     (ok, skipped)
 }
 
+/// Analyses the files the journal does not know yet, appending each result before the next
+/// file; returns the journal's backlog (every analysed, not downlinked image, earlier passes
+/// included) and the skips of this folder.
+fn analyse_with_journal(
+    analyzer: &mut Analyzer,
+    files: &[PathBuf],
+    journal: &mut Journal,
+) -> anyhow::Result<(Vec<Analysed>, Skips)> {
+    let known: std::collections::HashSet<String> = journal
+        .records()
+        .iter()
+        .map(|r| r.file().to_string())
+        .collect();
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if known.contains(&name) {
+            continue;
+        }
+        let (mut ok, mut bad) = analyse_files(analyzer, std::slice::from_ref(path));
+        let record = match (ok.pop(), bad.pop()) {
+            (Some(a), _) => Record::Analysed {
+                file: a.name,
+                bytes: a.bytes,
+                analysis: a.analysis,
+            },
+            (None, Some((file, reason))) => Record::Skipped { file, reason },
+            (None, None) => continue,
+        };
+        journal.append(record)?;
+    }
+    if journal.records().len() > 2 * journal.latest().len() + 64 {
+        journal.compact()?;
+    }
+    let dir_names: std::collections::HashSet<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for r in journal.latest() {
+        match r {
+            Record::Analysed {
+                file,
+                bytes,
+                analysis,
+            } => rows.push(Analysed {
+                name: file.clone(),
+                bytes: *bytes,
+                analysis: analysis.clone(),
+            }),
+            Record::Skipped { file, reason } if dir_names.contains(file) => {
+                skipped.push((file.clone(), reason.clone()))
+            }
+            _ => {}
+        }
+    }
+    Ok((rows, skipped))
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = crate::model_dir(args.model);
     let mut analyzer = crate::load_analyzer(&model)?;
     let (values, planner) = values_and_planner(&analyzer, args.values.as_deref())?;
     let files = list_files(&args.dir)?;
-    let (rows, skipped) = analyse_files(&mut analyzer, &files);
+    let mut journal = match &args.journal {
+        Some(p) => Some(Journal::open(p)?),
+        None => None,
+    };
+    let (rows, skipped) = match journal.as_mut() {
+        Some(j) => analyse_with_journal(&mut analyzer, &files, j)?,
+        None => analyse_files(&mut analyzer, &files),
+    };
     let candidates: Vec<Candidate<'_>> = rows
         .iter()
         .map(|r| Candidate {
@@ -171,6 +249,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         onboard::render::contact_sheet(&title, &tiles, 6)
             .save_png(sheet)
             .with_context(|| format!("{}: cannot write the contact sheet", sheet.display()))?;
+    }
+    if let (true, Some(j)) = (args.mark_sent, journal.as_mut()) {
+        for &i in order.iter().filter(|&&i| selected(i)) {
+            j.append(Record::Downlinked {
+                file: rows[i].name.clone(),
+            })?;
+        }
     }
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -1,0 +1,238 @@
+//! Crash-safe journal of per-image decisions: one JSON record per line, appended and synced
+//! before the next image is touched. A record torn by a crash (the last line, unterminated or
+//! unparsable) is dropped when the journal is reopened; compaction rewrites the file through a
+//! synced temporary file and an atomic rename, so the last good state always stays readable.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Analysis;
+
+/// What happened to one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Record {
+    /// Analysed; waiting in the backlog until downlinked.
+    Analysed {
+        /// File name.
+        file: String,
+        /// File size in bytes.
+        bytes: u64,
+        /// The analysis.
+        analysis: Analysis,
+    },
+    /// Could not be analysed.
+    Skipped {
+        /// File name.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// Sent to the ground; leaves the backlog.
+    Downlinked {
+        /// File name.
+        file: String,
+    },
+}
+
+impl Record {
+    /// The file the record is about.
+    pub fn file(&self) -> &str {
+        match self {
+            Record::Analysed { file, .. }
+            | Record::Skipped { file, .. }
+            | Record::Downlinked { file } => file,
+        }
+    }
+}
+
+/// Why the journal could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// An I/O operation failed.
+    #[error("{path}: {what}: {source}; free space or make the folder writable, the journal's earlier records are intact")]
+    Io {
+        /// Journal path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A record before the last line is corrupt (not a torn tail).
+    #[error("{path}:{line}: corrupt journal record: {message}; restore the journal from a copy or move it aside")]
+    Corrupt {
+        /// Journal path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// An open journal: its records in order and the file, positioned for appending.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    records: Vec<Record>,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path`, dropping a torn last record.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let io = |what: &'static str| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { path, what, source }
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io("cannot open the journal"))?;
+        let meta = file.metadata().map_err(io("cannot stat the journal"))?;
+        if !meta.is_file() {
+            return Err(JournalError::Io {
+                path: path.to_path_buf(),
+                what: "not a regular file",
+                source: std::io::Error::other("the journal must be a plain file"),
+            });
+        }
+        let mut records = Vec::new();
+        let mut good_len = 0u64;
+        let mut offset = 0u64;
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(&file);
+        loop {
+            let mut buf = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(io("cannot read the journal"))?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            lines.push((buf, offset));
+        }
+        let count = lines.len();
+        for (i, (buf, end)) in lines.into_iter().enumerate() {
+            let parsed = if buf.last() == Some(&b'\n') {
+                serde_json::from_slice::<Record>(&buf).map_err(|e| e.to_string())
+            } else {
+                Err("unterminated record".to_string())
+            };
+            match parsed {
+                Ok(r) => {
+                    records.push(r);
+                    good_len = end;
+                }
+                Err(_) if i + 1 == count => break,
+                Err(message) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        message,
+                    })
+                }
+            }
+        }
+        if good_len != offset {
+            file.set_len(good_len)
+                .map_err(io("cannot drop the torn last record"))?;
+            file.sync_all().map_err(io("cannot sync the journal"))?;
+        }
+        file.seek(SeekFrom::End(0))
+            .map_err(io("cannot seek the journal"))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            records,
+        })
+    }
+
+    /// The records, oldest first.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Appends one record and syncs it to disk before returning.
+    pub fn append(&mut self, record: Record) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(&record).map_err(|e| JournalError::Io {
+            path: self.path.clone(),
+            what: "cannot encode a record",
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        let io = |what: &'static str, source| JournalError::Io {
+            path: self.path.clone(),
+            what,
+            source,
+        };
+        self.file
+            .write_all(&line)
+            .map_err(|e| io("cannot append to the journal", e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| io("cannot sync the journal", e))?;
+        self.records.push(record);
+        Ok(())
+    }
+
+    /// The latest record of every file, in first-seen order.
+    pub fn latest(&self) -> Vec<&Record> {
+        let mut pos: HashMap<&str, usize> = HashMap::new();
+        let mut out: Vec<&Record> = Vec::new();
+        for r in &self.records {
+            match pos.get(r.file()) {
+                Some(&i) => out[i] = r,
+                None => {
+                    pos.insert(r.file(), out.len());
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Rewrites the journal with only the latest record of each file (synced temporary file,
+    /// atomic rename, synced folder); on failure the old journal is untouched.
+    pub fn compact(&mut self) -> Result<(), JournalError> {
+        let latest: Vec<Record> = self.latest().into_iter().cloned().collect();
+        let mut text = Vec::new();
+        for r in &latest {
+            text.extend(serde_json::to_vec(r).unwrap_or_default());
+            text.push(b'\n');
+        }
+        let io = |what: &'static str, source| JournalError::Io {
+            path: self.path.clone(),
+            what,
+            source,
+        };
+        crate::bundle::write_atomic(&self.path, &text)
+            .map_err(|e| io("cannot compact the journal", e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("cannot sync the journal's folder", e))?;
+        }
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| io("cannot reopen the journal", e))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| io("cannot seek the journal", e))?;
+        self.file = file;
+        self.records = latest;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

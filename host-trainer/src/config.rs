@@ -42,8 +42,10 @@ pub struct TrainConfig {
     pub kmeans_max_iter: usize,
     /// k-means stops when no centroid moves more than this (Euclidean).
     pub kmeans_tol: f32,
-    /// L2-normalize latents before clustering and onboard.
+    /// L2-normalize features before clustering and onboard (for a fixed `cluster_encoder`).
     pub l2_normalize: bool,
+    /// Features that feed k-means: autoencoder, classifier, or auto (best on validation).
+    pub cluster_encoder: crate::encoders::ClusterEncoder,
     /// Autoencoder stage.
     pub autoencoder: StageConfig,
     /// Classifier stage.
@@ -95,6 +97,7 @@ impl Default for TrainConfig {
             kmeans_max_iter: 300,
             kmeans_tol: 1e-5,
             l2_normalize: true,
+            cluster_encoder: crate::encoders::ClusterEncoder::Auto,
             autoencoder: StageConfig {
                 epochs: 25,
                 batch_size: 64,

@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
 use onboard::metrics;
+
+use crate::model::Forward;
 
 /// Batch size for inference.
 pub const EVAL_BATCH: i64 = 128;
 
 /// Runs `module` in eval mode over `images` (`[n, 3, h, w]`, CPU) in batches; returns the
 /// concatenated outputs `[n, d]` on the CPU.
-pub fn infer(module: &impl ModuleT, images: &Tensor, device: Device) -> Tensor {
+pub fn infer(module: &(impl Forward + ?Sized), images: &Tensor, device: Device) -> Tensor {
     tch::no_grad(|| {
         let n = images.size()[0];
         let mut outs = Vec::new();
@@ -22,7 +23,7 @@ pub fn infer(module: &impl ModuleT, images: &Tensor, device: Device) -> Tensor {
         while start < n {
             let len = EVAL_BATCH.min(n - start);
             let x = images.narrow(0, start, len).to_device(device);
-            outs.push(module.forward_t(&x, false).to_device(Device::Cpu));
+            outs.push(module.forward(&x).to_device(Device::Cpu));
             start += len;
         }
         Tensor::cat(&outs, 0)
@@ -31,7 +32,7 @@ pub fn infer(module: &impl ModuleT, images: &Tensor, device: Device) -> Tensor {
 
 /// Flat row-major latents `[n, d]` of `encoder` on `images`, L2-normalized when asked.
 pub fn latents(
-    encoder: &impl ModuleT,
+    encoder: &(impl Forward + ?Sized),
     images: &Tensor,
     device: Device,
     l2: bool,
@@ -48,7 +49,11 @@ pub fn latents(
 }
 
 /// Arg-max class of each image.
-pub fn predict(classifier: &impl ModuleT, images: &Tensor, device: Device) -> Vec<usize> {
+pub fn predict(
+    classifier: &(impl Forward + ?Sized),
+    images: &Tensor,
+    device: Device,
+) -> Vec<usize> {
     let logits = infer(classifier, images, device);
     let am = logits.argmax(1, false);
     Vec::<i64>::try_from(&am)
@@ -128,7 +133,7 @@ pub struct Parity {
 /// Runs the ONNX graph at `onnx` with tract on the first `n` images and compares with the tch
 /// module's outputs.
 pub fn parity(
-    module: &impl ModuleT,
+    module: &(impl Forward + ?Sized),
     onnx: &Path,
     images: &Tensor,
     n: usize,

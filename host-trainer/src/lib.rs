@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod encoders;
 pub mod evaluate;
 pub mod export;
 pub mod figures;

@@ -7,6 +7,18 @@ use tch::Tensor;
 
 use crate::export::Op;
 
+/// Inference-mode forward pass, implemented by every network and by the classifier's trunk.
+pub trait Forward {
+    /// Output for a batch `[b, 3, n, n]`, in eval mode.
+    fn forward(&self, xs: &Tensor) -> Tensor;
+}
+
+impl<T: ModuleT> Forward for T {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        self.forward_t(xs, false)
+    }
+}
+
 /// BatchNorm epsilon used by every BN layer (tch's default).
 pub const BN_EPS: f64 = 1e-5;
 
@@ -254,14 +266,43 @@ impl Classifier {
     }
 }
 
-impl ModuleT for Classifier {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+impl Classifier {
+    /// Pooled features `[b, channels]` before the linear head.
+    pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.shallow_clone();
         for (c, bn) in &self.blocks {
             x = x.apply(c).apply_t(bn, train).relu();
         }
-        x.adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
-            .apply(&self.head)
+        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    /// The classifier without its head, as an encoder of pooled features.
+    pub fn trunk(&self) -> Trunk<'_> {
+        Trunk(self)
+    }
+}
+
+impl ModuleT for Classifier {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.embed(xs, train).apply(&self.head)
+    }
+}
+
+/// A [`Classifier`] without its linear head: image `[b, 3, n, n]` -> features `[b, channels]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Trunk<'a>(&'a Classifier);
+
+impl Trunk<'_> {
+    /// The inference graph (BatchNorm folded), ending at the pooled features.
+    pub fn ops(&self) -> Vec<Op> {
+        let mut ops = self.0.ops();
+        ops.pop();
+        ops
+    }
+}
+
+impl Forward for Trunk<'_> {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        self.0.embed(xs, false)
     }
 }

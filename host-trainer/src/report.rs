@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::encoders::Variant;
 use crate::evaluate::{ClassificationMetrics, ClusterMetrics, Parity};
 use crate::train::History;
 
@@ -33,6 +34,10 @@ pub struct RunReport {
     pub kmeans_iterations: usize,
     /// Clustering of the training latents against the training labels.
     pub train_clustering: ClusterMetrics,
+    /// The clustering encoder shipped in the bundle.
+    pub cluster_encoder: Variant,
+    /// Every clustering variant evaluated (encoder x normalization).
+    pub encoder_comparison: Vec<Variant>,
     /// Validation classification (tch, f32), if a validation split was given.
     pub validation_classification: Option<ClassificationMetrics>,
     /// Validation clustering (tch, f32), if a validation split was given.
@@ -62,9 +67,14 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     );
     s.push_str("## What it is\n\n");
     s.push_str(&format!(
-        "- Encoder: convolutional autoencoder (channels {:?}, latent {}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {} on {}latents.\n",
-        r.config.ae_channels, r.config.latent_dim, r.config.input_size, r.config.input_size, r.config.k,
-        if r.config.l2_normalize { "L2-normalized " } else { "" }
+        "- Clustering encoder: {} ({} features{}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {}. The autoencoder has channels {:?} and latent {}.\n",
+        match r.cluster_encoder.encoder {
+            crate::encoders::ClusterEncoder::Classifier => "the classifier's pooled features",
+            _ => "the autoencoder's latent",
+        },
+        r.cluster_encoder.dim,
+        if r.cluster_encoder.l2_normalize { ", L2-normalized" } else { "" },
+        r.config.input_size, r.config.input_size, r.config.k, r.config.ae_channels, r.config.latent_dim
     ));
     s.push_str(&format!(
         "- Classifier: small CNN (conv-BN-ReLU channels {:?}, global average pool, linear), cross-entropy.\n",
@@ -117,6 +127,21 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     ));
     s.push_str(&format!("| NMI | {} |\n", fmt_opt(vk.map(|m| m.nmi))));
     s.push_str(&format!("| ARI | {} |\n\n", fmt_opt(vk.map(|m| m.ari))));
+    s.push_str("Clustering encoders compared (k-means on training features; validation assigned to the nearest centroid; the best mean of Hungarian accuracy and NMI ships):\n\n| encoder | L2 | dim | val Hungarian | val majority | val NMI | val ARI |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    for v in &r.encoder_comparison {
+        let m = v.validation.as_ref();
+        s.push_str(&format!(
+            "| {:?} | {} | {} | {} | {} | {} | {} |\n",
+            v.encoder,
+            v.l2_normalize,
+            v.dim,
+            fmt_opt(m.map(|m| m.hungarian_acc)),
+            fmt_opt(m.map(|m| m.majority_acc)),
+            fmt_opt(m.map(|m| m.nmi)),
+            fmt_opt(m.map(|m| m.ari))
+        ));
+    }
+    s.push('\n');
     if let Some(m) = vc {
         s.push_str("Per-class recall on validation:\n\n| class | recall |\n| --- | --- |\n");
         for (k, v) in &m.per_class_recall {

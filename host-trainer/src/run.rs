@@ -15,6 +15,7 @@ use crate::cluster::{self, KMeansConfig};
 use crate::config::TrainConfig;
 use crate::data::{self, ImageSet};
 use crate::device::{self, DeviceChoice};
+use crate::encoders::{self, ClusterEncoder, Source};
 use crate::evaluate;
 use crate::figures;
 use crate::model::{Autoencoder, Classifier};
@@ -239,21 +240,6 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         train::train_autoencoder(&ae, &ae_vs, &ae_images, &cfg.autoencoder, cfg.seed, device)?;
     save_weights(&ae_vs, cfg, &opts.work, "autoencoder")?;
 
-    let (train_latents, dim) =
-        evaluate::latents(&ae.encoder, &train_set.images, device, cfg.l2_normalize);
-    let km_cfg = KMeansConfig {
-        k: cfg.k,
-        restarts: cfg.kmeans_restarts,
-        max_iter: cfg.kmeans_max_iter,
-        tol: cfg.kmeans_tol,
-        seed: cfg.seed,
-    };
-    let km =
-        cluster::fit(&train_latents, dim, &km_cfg).context("clustering the training latents")?;
-    let stats = cluster::distance_stats(&train_latents, &km);
-    let train_truth = train_set.labels_usize();
-    let train_clustering = evaluate::clustering(&train_truth, &km.assignment, cfg.k);
-
     let cls_vs = nn::VarStore::new(device);
     let classifier = Classifier::new(
         &(cls_vs.root() / "classifier"),
@@ -271,6 +257,66 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     )?;
     save_weights(&cls_vs, cfg, &opts.work, "classifier")?;
 
+    let km_cfg = KMeansConfig {
+        k: cfg.k,
+        restarts: cfg.kmeans_restarts,
+        max_iter: cfg.kmeans_max_iter,
+        tol: cfg.kmeans_tol,
+        seed: cfg.seed,
+    };
+    let train_truth = train_set.labels_usize();
+    let val_truth = val_set.as_ref().map(ImageSet::labels_usize);
+    let sources = [
+        Source::Autoencoder(&ae.encoder),
+        Source::Classifier(classifier.trunk()),
+    ];
+    let variants: Vec<(usize, bool)> = match cfg.cluster_encoder {
+        ClusterEncoder::Auto => vec![(0, false), (0, true), (1, false), (1, true)],
+        ClusterEncoder::Autoencoder => vec![(0, cfg.l2_normalize)],
+        ClusterEncoder::Classifier => vec![(1, cfg.l2_normalize)],
+    };
+    let mut fitted = Vec::new();
+    for (si, l2) in variants {
+        let val = val_set
+            .as_ref()
+            .zip(val_truth.as_deref())
+            .map(|(v, t)| (&v.images, t));
+        let f = encoders::fit_variant(
+            &sources[si],
+            l2,
+            (&train_set.images, &train_truth),
+            val,
+            &km_cfg,
+            device,
+        )
+        .context("clustering the training features")?;
+        eprintln!(
+            "clustering {:?} (l2 {}): score {:.4}",
+            f.variant.encoder,
+            f.variant.l2_normalize,
+            f.variant.score()
+        );
+        fitted.push((si, f));
+    }
+    let encoder_comparison: Vec<encoders::Variant> =
+        fitted.iter().map(|(_, f)| f.variant.clone()).collect();
+    let best = (0..fitted.len())
+        .max_by(|&a, &b| {
+            fitted[a]
+                .1
+                .variant
+                .score()
+                .total_cmp(&fitted[b].1.variant.score())
+                .then(b.cmp(&a))
+        })
+        .context("no clustering variant")?;
+    let (source_index, chosen) = fitted.swap_remove(best);
+    let source = &sources[source_index];
+    let km = &chosen.kmeans;
+    let dim = chosen.variant.dim;
+    let stats = cluster::distance_stats(&chosen.train_features, km);
+    let train_clustering = chosen.variant.train.clone();
+
     let majority: Vec<String> =
         onboard::metrics::cluster_majority_labels(&train_truth, &km.assignment, cfg.k)
             .iter()
@@ -280,11 +326,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         Some(v) => {
             let truth = v.labels_usize();
             let pred = evaluate::predict(&classifier, &v.images, device);
-            let (lat, _) = evaluate::latents(&ae.encoder, &v.images, device, cfg.l2_normalize);
-            let assign: Vec<usize> = lat
-                .chunks_exact(dim)
-                .map(|p| cluster::nearest(p, &km.centroids, dim).0)
-                .collect();
+            let assign = chosen.validation_assignment.clone().unwrap_or_default();
             write_validation_figures(
                 &opts.work, &classes, &truth, &pred, &assign, v, cfg.k, &majority,
             )?;
@@ -311,11 +353,14 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         .unwrap_or_else(|| "bundle".into());
     let enc_entry = staging.write_graph(
         GraphRole::Encoder,
-        &ae.encoder.ops(),
+        &source.ops(),
         n,
         n,
         dim,
-        "autoencoder encoder: image -> latent",
+        match source.kind() {
+            ClusterEncoder::Classifier => "classifier trunk: image -> pooled features",
+            _ => "autoencoder encoder: image -> latent",
+        },
     )?;
     let cls_entry = staging.write_graph(
         GraphRole::Classifier,
@@ -327,7 +372,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     )?;
     let parity_images = val_set.as_ref().map_or(&train_set.images, |v| &v.images);
     let encoder_parity = evaluate::parity(
-        &ae.encoder,
+        source.module(),
         &staging.dir.join(&enc_entry.file),
         parity_images,
         cfg.parity_images,
@@ -374,6 +419,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         kmeans_inertia: km.inertia,
         kmeans_iterations: km.iterations,
         train_clustering,
+        cluster_encoder: chosen.variant.clone(),
+        encoder_comparison,
         validation_classification,
         validation_clustering,
         encoder_parity,
@@ -388,7 +435,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         graphs: vec![enc_entry, cls_entry],
         latent_dim: dim,
         clustering: Clustering {
-            l2_normalize: cfg.l2_normalize,
+            l2_normalize: chosen.variant.l2_normalize,
             centroids: km
                 .centroids
                 .chunks_exact(dim)

@@ -1,0 +1,143 @@
+//! Choice of the clustering encoder: the autoencoder's latent or the classifier's pooled
+//! features, each raw or L2-normalized, compared by k-means quality on validation.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::cluster::{self, KMeans, KMeansConfig};
+use crate::evaluate::{self, ClusterMetrics};
+use crate::export::Op;
+use crate::model::{Encoder, Forward, Trunk};
+
+/// Which features feed k-means and the onboard nearest-centroid step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterEncoder {
+    /// The autoencoder's latent.
+    Autoencoder,
+    /// The classifier's pooled features (before its head).
+    Classifier,
+    /// Whichever of the four variants (two encoders, raw or L2-normalized) clusters the
+    /// validation split best (mean of Hungarian accuracy and NMI); the training split without
+    /// a validation split.
+    Auto,
+}
+
+/// One evaluated variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// `autoencoder` or `classifier`.
+    pub encoder: ClusterEncoder,
+    /// Whether features were L2-normalized.
+    pub l2_normalize: bool,
+    /// Feature dimension.
+    pub dim: usize,
+    /// k-means on the training features, scored against the training labels.
+    pub train: ClusterMetrics,
+    /// Validation features assigned to the nearest centroid, scored against validation labels.
+    pub validation: Option<ClusterMetrics>,
+}
+
+impl Variant {
+    /// Selection score: mean of Hungarian accuracy and NMI, on validation when available.
+    pub fn score(&self) -> f64 {
+        let m = self.validation.as_ref().unwrap_or(&self.train);
+        (m.hungarian_acc + m.nmi) / 2.0
+    }
+}
+
+/// A clustering encoder ready for export.
+#[derive(Debug)]
+pub enum Source<'a> {
+    /// The autoencoder's encoder.
+    Autoencoder(&'a Encoder),
+    /// The classifier's trunk.
+    Classifier(Trunk<'a>),
+}
+
+impl Source<'_> {
+    /// Features `[n, d]` of `images`, L2-normalized when asked, and d.
+    pub fn features(&self, images: &Tensor, device: Device, l2: bool) -> (Vec<f32>, usize) {
+        match self {
+            Source::Autoencoder(e) => evaluate::latents(*e, images, device, l2),
+            Source::Classifier(t) => evaluate::latents(t, images, device, l2),
+        }
+    }
+
+    /// The inference graph.
+    pub fn ops(&self) -> Vec<Op> {
+        match self {
+            Source::Autoencoder(e) => e.ops(),
+            Source::Classifier(t) => t.ops(),
+        }
+    }
+
+    /// Which encoder this is.
+    pub fn kind(&self) -> ClusterEncoder {
+        match self {
+            Source::Autoencoder(_) => ClusterEncoder::Autoencoder,
+            Source::Classifier(_) => ClusterEncoder::Classifier,
+        }
+    }
+
+    /// Runs the encoder as a module (for parity checks).
+    pub fn module(&self) -> &dyn Forward {
+        match self {
+            Source::Autoencoder(e) => *e,
+            Source::Classifier(t) => t,
+        }
+    }
+}
+
+/// A fitted clustering of one variant.
+#[derive(Debug)]
+pub struct Fitted {
+    /// The variant and its scores.
+    pub variant: Variant,
+    /// k-means on the training features.
+    pub kmeans: KMeans,
+    /// The training features.
+    pub train_features: Vec<f32>,
+    /// Nearest-centroid assignment of the validation features, if any.
+    pub validation_assignment: Option<Vec<usize>>,
+}
+
+/// Fits k-means for one encoder and normalization and scores it.
+pub fn fit_variant(
+    source: &Source<'_>,
+    l2: bool,
+    train: (&Tensor, &[usize]),
+    validation: Option<(&Tensor, &[usize])>,
+    km: &KMeansConfig,
+    device: Device,
+) -> anyhow::Result<Fitted> {
+    let (feats, dim) = source.features(train.0, device, l2);
+    let kmeans = cluster::fit(&feats, dim, km)?;
+    let train_m = evaluate::clustering(train.1, &kmeans.assignment, km.k);
+    let (validation_m, validation_assignment) = match validation {
+        Some((images, truth)) => {
+            let (vf, _) = source.features(images, device, l2);
+            let assign: Vec<usize> = vf
+                .chunks_exact(dim)
+                .map(|p| cluster::nearest(p, &kmeans.centroids, dim).0)
+                .collect();
+            (
+                Some(evaluate::clustering(truth, &assign, km.k)),
+                Some(assign),
+            )
+        }
+        None => (None, None),
+    };
+    Ok(Fitted {
+        variant: Variant {
+            encoder: source.kind(),
+            l2_normalize: l2,
+            dim,
+            train: train_m,
+            validation: validation_m,
+        },
+        kmeans,
+        train_features: feats,
+        validation_assignment,
+    })
+}

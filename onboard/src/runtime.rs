@@ -65,8 +65,20 @@ impl Graph {
             message: format!("{e:#}"),
         };
         let shape = [1, 3, height, width];
-        let plan = tract_onnx::onnx()
-            .model_for_path(path)
+        let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
+        let declared = model
+            .input_fact(0)
+            .and_then(|f| f.shape.as_concrete_finite())
+            .map_err(load_err)?;
+        if let Some(d) = declared.filter(|d| d.as_slice() != shape) {
+            return Err(RuntimeError::Load {
+                path: path.to_path_buf(),
+                height,
+                width,
+                message: format!("the graph declares input {:?}", d.as_slice()),
+            });
+        }
+        let plan = Ok(model)
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())

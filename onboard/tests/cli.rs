@@ -142,7 +142,24 @@ fn prioritize_skips_bad_files_and_goes_on() {
 #[test]
 fn broken_bundles_fail_before_any_image_with_the_file_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [Case; 3] = [
+    let edit_manifest = |d: &Path, edit: &dyn Fn(&mut serde_json::Value)| {
+        let p = d.join("manifest.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    };
+    let cases: [Case; 5] = [
+        (
+            "input shape",
+            &|d: &Path| edit_manifest(d, &|v| v["input"]["width"] = 48.into()),
+            "the graph declares input [1, 3, 64, 64]",
+        ),
+        (
+            "non-finite centroid",
+            &|d: &Path| edit_manifest(d, &|v| v["clustering"]["centroids"][0][0] = 1e39.into()),
+            "centroid 0 holds a non-finite value",
+        ),
         (
             "hash",
             &|d: &Path| std::fs::write(d.join("encoder.f32.onnx"), b"garbage").unwrap(),

@@ -33,7 +33,8 @@ echo "== aarch64: board build, size, and eval predictions equal to x86" >&2
 scripts/build-board.sh
 if [ -n "${MSL_DATA:-}" ]; then
   tmp="$(mktemp -d)"
-  sort "$MSL_DATA/val-calibrated-shuffled.txt" | head -n 300 > "$tmp/val300.txt"
+  sort "$MSL_DATA/val-calibrated-shuffled.txt" > "$tmp/val-chrono.txt"
+  head -n 300 "$tmp/val-chrono.txt" > "$tmp/val300.txt"
   "$CARGO_TARGET_DIR/release/onboard" eval --data "$MSL_DATA" --labels "$tmp/val300.txt" --json > "$tmp/x86.json"
   "${qemu[@]}" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release-small/onboard" eval \
     --data "$MSL_DATA" --labels "$tmp/val300.txt" --json > "$tmp/arm.json"

@@ -59,13 +59,19 @@ fn column(v: &[f32], like: &Tensor) -> Tensor {
         .to_kind(like.kind())
 }
 
+/// Per-image Bernoulli(`p`) mask `[b, 1, 1, 1]` on `x`'s device.
+fn sample_mask(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
+    let mask: Vec<bool> = (0..x.size()[0])
+        .map(|_| rng.random_bool(p.clamp(0.0, 1.0)))
+        .collect();
+    Tensor::from_slice(&mask)
+        .view([-1, 1, 1, 1])
+        .to_device(x.device())
+}
+
 /// Horizontal flip of each image with probability `p`.
 pub fn hflip(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
-    let b = x.size()[0];
-    let mask: Vec<bool> = (0..b).map(|_| rng.random_bool(p.clamp(0.0, 1.0))).collect();
-    let mask = Tensor::from_slice(&mask)
-        .view([-1, 1, 1, 1])
-        .to_device(x.device());
+    let mask = sample_mask(x, p, rng);
     x.flip([3]).where_self(&mask, x)
 }
 
@@ -111,11 +117,7 @@ pub fn color_jitter(x: &Tensor, brightness: f64, contrast: f64, rng: &mut ChaCha
 
 /// Replaces each image by its channel mean (gray) with probability `p`.
 pub fn grayscale(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
-    let b = x.size()[0];
-    let mask: Vec<bool> = (0..b).map(|_| rng.random_bool(p.clamp(0.0, 1.0))).collect();
-    let mask = Tensor::from_slice(&mask)
-        .view([-1, 1, 1, 1])
-        .to_device(x.device());
+    let mask = sample_mask(x, p, rng);
     let gray = x.mean_dim(&[1i64][..], true, Kind::Float).expand_as(x);
     gray.where_self(&mask, x)
 }

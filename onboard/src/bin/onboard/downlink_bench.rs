@@ -12,12 +12,8 @@ const RANDOM_SEEDS: std::ops::Range<u64> = 0..10;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Dataset root; label paths are relative to it.
-    #[arg(long)]
-    data: PathBuf,
-    /// Labels file (`calibrated/NAME.JPG CLASS_ID` lines); items in file order.
-    #[arg(long)]
-    labels: PathBuf,
+    #[command(flatten)]
+    split: crate::SplitArgs,
     /// Science values TOML (`[values]`; optional `[planner]` settings for the onboard policy).
     #[arg(long)]
     values: PathBuf,
@@ -50,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (values_f32, planner) =
         crate::prioritize::values_and_planner(&analyzer, Some(&args.values))?;
     let values: Vec<f64> = values_f32.iter().map(|&v| f64::from(v)).collect();
-    let labels = onboard::labels::read_labels(&args.labels)?;
+    let labels = onboard::labels::read_labels(&args.split.labels)?;
     let n_classes = values.len();
     let mut items = Vec::new();
     let mut analyses: Vec<Option<Analysis>> = Vec::new();
@@ -65,12 +61,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if l.class >= n_classes {
             bail!(
                 "{}: class id {} of {} is outside the bundle's {n_classes} classes",
-                args.labels.display(),
+                args.split.labels.display(),
                 l.class,
                 l.file
             );
         }
-        let path = args.data.join(&l.file);
+        let path = args.split.data.join(&l.file);
         let bytes = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
             Err(e) => {
@@ -156,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let doc = serde_json::json!({
         "policies": policies,
         "model": model.display().to_string(),
-        "labels": args.labels.display().to_string(),
+        "labels": args.split.labels.display().to_string(),
         "values": args.values.display().to_string(),
         "items": items.len(),
         "passes": passes,

@@ -6,12 +6,8 @@ use onboard::metrics;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Dataset root; label paths are relative to it.
-    #[arg(long)]
-    data: PathBuf,
-    /// Labels file: lines `calibrated/NAME.JPG CLASS_ID`.
-    #[arg(long)]
-    labels: PathBuf,
+    #[command(flatten)]
+    split: crate::SplitArgs,
     /// Model bundle folder.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -23,7 +19,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = crate::model_dir(args.model);
     let mut analyzer = crate::load_analyzer(&model)?;
-    let items = onboard::labels::read_labels(&args.labels)?;
+    let items = onboard::labels::read_labels(&args.split.labels)?;
     let classes: Vec<String> = analyzer
         .bundle
         .manifest
@@ -42,9 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for onboard::labels::Labeled { file, class: id } in &items {
         bar.inc(1);
         if *id >= classes.len() {
-            bail!("{}: class id {id} of {file} is outside the bundle's {} classes; use the bundle trained for this label set", args.labels.display(), classes.len());
+            bail!("{}: class id {id} of {file} is outside the bundle's {} classes; use the bundle trained for this label set", args.split.labels.display(), classes.len());
         }
-        match analyzer.analyze_file(&args.data.join(file)) {
+        match analyzer.analyze_file(&args.split.data.join(file)) {
             Ok(a) => {
                 truth.push(*id);
                 pred.push(a.class);
@@ -65,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let doc = serde_json::json!({
         "model": model.display().to_string(),
-        "labels": args.labels.display().to_string(),
+        "labels": args.split.labels.display().to_string(),
         "images": truth.len(),
         "skipped": skipped.len(),
         "skipped_files": skipped,

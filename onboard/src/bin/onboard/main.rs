@@ -30,6 +30,17 @@ enum Command {
     DownlinkBench(downlink_bench::Args),
 }
 
+/// A labeled split: dataset root and labels file.
+#[derive(Debug, clap::Args)]
+pub struct SplitArgs {
+    /// Dataset root; label paths are relative to it.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Labels file: lines `calibrated/NAME.JPG CLASS_ID`, items in file order.
+    #[arg(long)]
+    pub labels: PathBuf,
+}
+
 /// Default bundle folder, relative to the working directory.
 pub const DEFAULT_MODEL: &str = "models/default";
 

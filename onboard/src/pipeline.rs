@@ -42,7 +42,7 @@ pub enum AnalyzeError {
     NonFinite,
 }
 
-/// The loaded bundle with both graphs and reusable buffers.
+/// The loaded bundle with both graphs and buffers reused from image to image.
 #[derive(Debug)]
 pub struct Analyzer {
     /// The bundle.
@@ -50,7 +50,19 @@ pub struct Analyzer {
     encoder: Graph,
     classifier: Graph,
     input: Vec<f32>,
+    latent: Vec<f32>,
     logits: Vec<f32>,
+}
+
+/// Where the current image's latent falls: nearest cluster, distance and novelty.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// Nearest cluster.
+    pub cluster: usize,
+    /// Distance to its centroid.
+    pub distance: f32,
+    /// Novelty relative to the cluster's spread.
+    pub novelty: f32,
 }
 
 impl Analyzer {
@@ -62,41 +74,60 @@ impl Analyzer {
         let encoder = Graph::load(&enc_path, h, w, enc.output_dim)?;
         let (cls, cls_path) = bundle.graph(GraphRole::Classifier);
         let classifier = Graph::load(&cls_path, h, w, cls.output_dim)?;
-        let logits = vec![0.0; cls.output_dim];
         Ok(Self {
             input: vec![0.0; 3 * h * w],
-            logits,
+            latent: vec![0.0; m.latent_dim],
+            logits: vec![0.0; cls.output_dim],
             encoder,
             classifier,
             bundle,
         })
     }
 
-    /// Analyses one image file.
+    /// Analyses one image file: [`Self::load_input`], [`Self::encode`], [`Self::place`],
+    /// [`Self::classify`].
     pub fn analyze_file(&mut self, path: &Path) -> Result<Analysis, AnalyzeError> {
+        let quality = self.load_input(path)?;
+        self.encode()?;
+        let p = self.place()?;
+        let (class, confidence) = self.classify()?;
+        Ok(Analysis {
+            latent: self.latent.clone(),
+            cluster: p.cluster,
+            distance: p.distance,
+            novelty: p.novelty,
+            class,
+            confidence,
+            probs: self.logits.clone(),
+            quality,
+        })
+    }
+
+    /// Decodes, resizes and normalizes `path` into the input buffer; returns its quality flags.
+    pub fn load_input(&mut self, path: &Path) -> Result<QualityFlags, AnalyzeError> {
         let img = preprocess::decode_file(path)?;
         let rgb = preprocess::resize_rgb(&img, &self.bundle.manifest.input);
         preprocess::normalize_into(&rgb, &self.bundle.manifest.input, &mut self.input);
-        let quality = preprocess::quality_flags(&rgb);
-        let mut a = self.analyze_input()?;
-        a.quality = quality;
-        Ok(a)
+        Ok(preprocess::quality_flags(&rgb))
     }
 
-    /// Analyses the preprocessed input currently in the buffer.
-    fn analyze_input(&mut self) -> Result<Analysis, AnalyzeError> {
-        let m = &self.bundle.manifest;
-        let mut latent = vec![0.0; m.latent_dim];
-        self.encoder.run_into(&self.input, &mut latent)?;
-        if latent.iter().any(|v| !v.is_finite()) {
+    /// Runs the encoder on the input buffer into the latent buffer (normalized per the bundle).
+    pub fn encode(&mut self) -> Result<(), AnalyzeError> {
+        self.encoder.run_into(&self.input, &mut self.latent)?;
+        if self.latent.iter().any(|v| !v.is_finite()) {
             return Err(AnalyzeError::NonFinite);
         }
-        if m.clustering.l2_normalize {
-            l2_normalize(&mut latent);
+        if self.bundle.manifest.clustering.l2_normalize {
+            l2_normalize(&mut self.latent);
         }
-        let near = decide::nearest_centroid(&latent, &self.bundle.centroids_flat)
+        Ok(())
+    }
+
+    /// Nearest centroid and novelty of the latent buffer (decision core; allocation-free).
+    pub fn place(&self) -> Result<Placement, AnalyzeError> {
+        let near = decide::nearest_centroid(&self.latent, &self.bundle.centroids_flat)
             .map_err(|_| AnalyzeError::NonFinite)?;
-        let s = m.clustering.distance_stats[near.cluster];
+        let s = self.bundle.manifest.clustering.distance_stats[near.cluster];
         let novelty = decide::novelty(
             near.distance,
             ClusterStats {
@@ -104,19 +135,28 @@ impl Analyzer {
                 std: s.std,
             },
         );
-        self.classifier.run_into(&self.input, &mut self.logits)?;
-        let (class, confidence) =
-            decide::softmax_argmax(&mut self.logits).ok_or(AnalyzeError::NonFinite)?;
-        Ok(Analysis {
-            latent,
+        Ok(Placement {
             cluster: near.cluster,
             distance: near.distance,
             novelty,
-            class,
-            confidence,
-            probs: self.logits.clone(),
-            quality: QualityFlags::default(),
         })
+    }
+
+    /// Runs the classifier on the input buffer; returns the arg-max class and its probability,
+    /// leaving every class probability in the logits buffer.
+    pub fn classify(&mut self) -> Result<(usize, f32), AnalyzeError> {
+        self.run_classifier()?;
+        self.softmax()
+    }
+
+    /// Runs the classifier graph into the logits buffer (raw logits).
+    pub fn run_classifier(&mut self) -> Result<(), AnalyzeError> {
+        Ok(self.classifier.run_into(&self.input, &mut self.logits)?)
+    }
+
+    /// Softmax of the logits buffer in place (decision core; allocation-free).
+    pub fn softmax(&mut self) -> Result<(usize, f32), AnalyzeError> {
+        decide::softmax_argmax(&mut self.logits).ok_or(AnalyzeError::NonFinite)
     }
 }
 

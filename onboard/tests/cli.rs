@@ -482,3 +482,24 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
     assert_eq!(doc["plan"].as_array().unwrap().len(), n);
     assert_eq!(doc["skipped"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn bench_reports_stages_and_an_allocation_free_core() {
+    let doc = json(&onboard(&[
+        "bench",
+        "--data",
+        "testdata/pass",
+        "--limit",
+        "12",
+        "--json",
+    ]));
+    assert_eq!(doc["images"], 12);
+    assert_eq!(doc["core_heap_allocs_per_image"].as_f64().unwrap(), 0.0);
+    assert!(doc["runtime_heap_allocs_per_image"].as_f64().unwrap() > 0.0);
+    let ms = &doc["ms_per_image"];
+    for stage in ["decode_preprocess", "encoder", "classifier", "total"] {
+        assert!(ms[stage].as_f64().unwrap() > 0.0, "{stage}: {}", ms[stage]);
+    }
+    assert!(ms["total"].as_f64().unwrap() >= ms["encoder"].as_f64().unwrap());
+    assert!(doc["peak_rss_kib"].as_u64().unwrap() > 0);
+}

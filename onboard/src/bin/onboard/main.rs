@@ -1,5 +1,7 @@
 //! `onboard`: runs a model bundle over rover images and plans the downlink.
 
+mod alloc_count;
+mod bench;
 mod downlink_bench;
 mod eval;
 mod prioritize;
@@ -8,6 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +33,8 @@ enum Command {
     Eval(eval::Args),
     /// Score downlink policies (onboard, FIFO, random, oracle) on a labeled split.
     DownlinkBench(downlink_bench::Args),
+    /// Time each pipeline stage per image and count heap allocations (core and runtime).
+    Bench(bench::Args),
 }
 
 /// A labeled split: dataset root and labels file.
@@ -64,6 +71,7 @@ fn main() -> ExitCode {
         Command::Prioritize(a) => prioritize::run(a),
         Command::Eval(a) => eval::run(a),
         Command::DownlinkBench(a) => downlink_bench::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

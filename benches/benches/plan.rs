@@ -1,7 +1,7 @@
 //! Measures budgeted downlink planning of 100..10000 images (25 classes, 24 clusters).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use onboard::decide::{plan, Decision, Outcome, PlanItem, PlanWeights};
+use onboard::decide::{plan, Outcome, PlanItem, PlanWeights};
 
 const CLASSES: usize = 25;
 
@@ -30,12 +30,7 @@ fn bench(c: &mut Criterion) {
             .collect();
         let budget = items.iter().map(|it| it.bytes).sum::<u64>() * 15 / 100;
         let mut chosen = vec![false; n];
-        let blank = Outcome {
-            decision: Decision::NoValue,
-            gain: 0.0,
-            initial_gain: 0.0,
-        };
-        let mut out = vec![blank; n];
+        let mut out = vec![Outcome::default(); n];
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {

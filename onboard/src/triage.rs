@@ -184,12 +184,7 @@ pub fn plan(
         })
         .collect();
     let mut chosen = vec![false; items.len()];
-    let blank = Outcome {
-        decision: Decision::NoValue,
-        gain: 0.0,
-        initial_gain: 0.0,
-    };
-    let mut outcomes = vec![blank; items.len()];
+    let mut outcomes = vec![Outcome::default(); items.len()];
     let (_, bytes) = decide::plan::<MAX_PLAN>(
         &items,
         values,

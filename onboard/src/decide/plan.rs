@@ -76,6 +76,17 @@ pub struct Outcome {
     pub initial_gain: f32,
 }
 
+impl Default for Outcome {
+    /// Not chosen, no value: the state of an item before planning.
+    fn default() -> Self {
+        Self {
+            decision: Decision::NoValue,
+            gain: 0.0,
+            initial_gain: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Entry {
     key: f32,
@@ -264,12 +275,7 @@ mod tests {
         budget: u64,
     ) -> (Vec<bool>, Vec<Outcome>, (usize, u64)) {
         let mut chosen = vec![false; items.len()];
-        let blank = Outcome {
-            decision: Decision::NoValue,
-            gain: 0.0,
-            initial_gain: 0.0,
-        };
-        let mut out = vec![blank; items.len()];
+        let mut out = vec![Outcome::default(); items.len()];
         let r = plan::<16>(items, values, w, budget, &mut chosen, &mut out).unwrap();
         (chosen, out, r)
     }
@@ -328,12 +334,7 @@ mod tests {
     fn capacity_and_shape_errors() {
         let items = [it(1, &P0, 0); 3];
         let mut chosen = [false; 3];
-        let blank = Outcome {
-            decision: Decision::NoValue,
-            gain: 0.0,
-            initial_gain: 0.0,
-        };
-        let mut out = [blank; 3];
+        let mut out = [Outcome::default(); 3];
         assert_eq!(
             plan::<2>(
                 &items,

@@ -218,18 +218,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(sheet) = &args.sheet {
         let tiles: Vec<_> = order
             .iter()
-            .filter(|&&i| selected(i))
-            .filter_map(|&i| {
+            .enumerate()
+            .filter(|&(_, &i)| selected(i))
+            .filter_map(|(rank, &i)| {
                 let r = &rows[i];
                 let img = onboard::preprocess::decode_file(&args.dir.join(&r.name))
                     .ok()?
                     .to_rgb8();
                 let caption = vec![
-                    format!(
-                        "#{} {}",
-                        order.iter().position(|&j| j == i).unwrap_or(0) + 1,
-                        classes[r.analysis.class].name
-                    ),
+                    format!("#{} {}", rank + 1, classes[r.analysis.class].name),
                     format!(
                         "score {:.2} {}kB",
                         plan.outcomes[i].initial_gain,

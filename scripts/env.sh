@@ -12,3 +12,5 @@ if [ -d "$TRIAGE_VENV/lib" ]; then
 fi
 export LD_LIBRARY_PATH="${_torch_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 unset _torch_lib
+# ImageNet EfficientNet-Lite0 weights converted by scripts/setup.sh (scripts/convert_effnet.py).
+export TRIAGE_EFFNET_LITE0="${TRIAGE_EFFNET_LITE0:-$TRIAGE_CACHE/weights/efficientnet-lite0.safetensors}"

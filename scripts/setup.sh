@@ -36,3 +36,8 @@ if [ ! -x "$TRIAGE_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wa
   echo "$want" > "$stamp"
 fi
 "$TRIAGE_VENV/bin/python" -c "import torch, onnx, onnxruntime; print('setup: torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
+if [ ! -f "$TRIAGE_EFFNET_LITE0" ] || [ ! -f "${TRIAGE_EFFNET_LITE0%.safetensors}.reference.json" ] \
+  || [ "$(cat "$TRIAGE_EFFNET_LITE0.stamp" 2>/dev/null)" != "$want" ]; then
+  "$TRIAGE_PYTHON" scripts/convert_effnet.py "$(dirname "$TRIAGE_EFFNET_LITE0")"
+  echo "$want" > "$TRIAGE_EFFNET_LITE0.stamp"
+fi

@@ -1,5 +1,5 @@
-//! ONNX writer: turns a sequential inference graph into an ONNX model (opset 13, standard ops
-//! only) with the weights as initializers. Input `input` `[1, 3, H, W]` f32, output `output`
+//! ONNX writer: turns a sequential inference graph (with nested residual blocks) into an ONNX
+//! model (opset 13, standard ops only) with the weights as initializers. Input `input` `[1, 3, H, W]` f32, output `output`
 //! `[1, D]` f32.
 
 use prost::Message;
@@ -13,21 +13,27 @@ pub const IR_VERSION: i64 = 8;
 /// One inference step of a sequential graph.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// 2-D convolution, square kernel, symmetric padding; weight `[out, in, k, k]`.
+    /// 2-D convolution, square kernel; weight `[out, in / group, k, k]`.
     Conv {
         /// Weights, row-major `shape`.
         weight: Vec<f32>,
-        /// `[out, in, k, k]`.
+        /// `[out, in / group, k, k]`.
         shape: [i64; 4],
         /// Bias, `out` values.
         bias: Vec<f32>,
         /// Stride (both axes).
         stride: i64,
-        /// Padding (all sides).
-        pad: i64,
+        /// Zero padding `[top, left, bottom, right]`.
+        pads: [i64; 4],
+        /// Channel groups (1 = dense, `out` = depthwise).
+        group: i64,
     },
     /// Elementwise max(0, x).
     Relu,
+    /// Elementwise min(max(0, x), 6) (ONNX `Clip`).
+    Relu6,
+    /// `x + body(x)`; the body keeps the shape.
+    Residual(Vec<Op>),
     /// Mean over the spatial axes, keeping `[b, c, 1, 1]`.
     GlobalAveragePool,
     /// `[b, ...]` to `[b, prod(...)]`.
@@ -113,69 +119,107 @@ fn node(
     }
 }
 
-/// Builds the ONNX model of `ops` for input `[1, 3, height, width]` and output `[1, out_dim]`.
-pub fn build_model(
-    graph_name: &str,
-    ops: &[Op],
-    height: i64,
-    width: i64,
-    out_dim: i64,
-    doc: &str,
-) -> anyhow::Result<pb::ModelProto> {
-    anyhow::ensure!(!ops.is_empty(), "empty graph");
-    let mut nodes = Vec::new();
-    let mut inits = Vec::new();
-    let mut cur = "input".to_string();
-    for (i, op) in ops.iter().enumerate() {
-        let out = if i + 1 == ops.len() {
-            "output".to_string()
-        } else {
-            format!("t{i}")
-        };
+/// Nodes and initializers being written, with a counter for unique names.
+#[derive(Default)]
+struct Emitter {
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    next: usize,
+}
+
+impl Emitter {
+    fn fresh(&mut self) -> usize {
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// Emits `ops` reading `input`; the last op writes `output` (or a fresh name). Returns the
+    /// name of the result.
+    fn emit(&mut self, ops: &[Op], input: &str, output: Option<&str>) -> anyhow::Result<String> {
+        anyhow::ensure!(!ops.is_empty(), "empty graph");
+        let mut cur = input.to_string();
+        for (k, op) in ops.iter().enumerate() {
+            let i = self.fresh();
+            let out = match output {
+                Some(o) if k + 1 == ops.len() => o.to_string(),
+                _ => format!("t{i}"),
+            };
+            self.op(op, i, &cur, &out)?;
+            cur = out;
+        }
+        Ok(cur)
+    }
+
+    fn op(&mut self, op: &Op, i: usize, cur: &str, out: &str) -> anyhow::Result<()> {
         match op {
             Op::Conv {
                 weight,
                 shape,
                 bias,
                 stride,
-                pad,
+                pads,
+                group,
             } => {
                 anyhow::ensure!(
                     weight.len() as i64 == shape.iter().product::<i64>(),
                     "conv {i}: weight length"
                 );
                 anyhow::ensure!(bias.len() as i64 == shape[0], "conv {i}: bias length");
+                anyhow::ensure!(
+                    *group > 0 && shape[0] % group == 0,
+                    "conv {i}: group {group} does not divide {}",
+                    shape[0]
+                );
                 let (w, b) = (format!("conv{i}.weight"), format!("conv{i}.bias"));
-                inits.push(tensor(&w, shape, weight));
-                inits.push(tensor(&b, &[shape[0]], bias));
+                self.inits.push(tensor(&w, shape, weight));
+                self.inits.push(tensor(&b, &[shape[0]], bias));
                 let attrs = vec![
                     ints("kernel_shape", &[shape[2], shape[3]]),
                     ints("strides", &[*stride, *stride]),
-                    ints("pads", &[*pad, *pad, *pad, *pad]),
+                    ints("pads", pads),
                     ints("dilations", &[1, 1]),
-                    int("group", 1),
+                    int("group", *group),
                 ];
-                nodes.push(node(
+                self.nodes.push(node(
                     "Conv",
                     &format!("conv{i}"),
-                    &[&cur, &w, &b],
-                    &out,
+                    &[cur, &w, &b],
+                    out,
                     attrs,
                 ));
             }
-            Op::Relu => nodes.push(node("Relu", &format!("relu{i}"), &[&cur], &out, vec![])),
-            Op::GlobalAveragePool => nodes.push(node(
+            Op::Relu => self
+                .nodes
+                .push(node("Relu", &format!("relu{i}"), &[cur], out, vec![])),
+            Op::Relu6 => {
+                let (lo, hi) = (format!("clip{i}.min"), format!("clip{i}.max"));
+                self.inits.push(tensor(&lo, &[], &[0.0]));
+                self.inits.push(tensor(&hi, &[], &[6.0]));
+                self.nodes.push(node(
+                    "Clip",
+                    &format!("clip{i}"),
+                    &[cur, &lo, &hi],
+                    out,
+                    vec![],
+                ));
+            }
+            Op::Residual(body) => {
+                let y = self.emit(body, cur, None)?;
+                self.nodes
+                    .push(node("Add", &format!("add{i}"), &[&y, cur], out, vec![]));
+            }
+            Op::GlobalAveragePool => self.nodes.push(node(
                 "GlobalAveragePool",
                 &format!("gap{i}"),
-                &[&cur],
-                &out,
+                &[cur],
+                out,
                 vec![],
             )),
-            Op::Flatten => nodes.push(node(
+            Op::Flatten => self.nodes.push(node(
                 "Flatten",
                 &format!("flatten{i}"),
-                &[&cur],
-                &out,
+                &[cur],
+                out,
                 vec![int("axis", 1)],
             )),
             Op::Gemm {
@@ -190,23 +234,36 @@ pub fn build_model(
                 );
                 anyhow::ensure!(bias.len() as i64 == *out_dim, "gemm {i}: bias length");
                 let (w, b) = (format!("fc{i}.weight"), format!("fc{i}.bias"));
-                inits.push(tensor(&w, &[*out_dim, *in_dim], weight));
-                inits.push(tensor(&b, &[*out_dim], bias));
-                nodes.push(node(
+                self.inits.push(tensor(&w, &[*out_dim, *in_dim], weight));
+                self.inits.push(tensor(&b, &[*out_dim], bias));
+                self.nodes.push(node(
                     "Gemm",
                     &format!("fc{i}"),
-                    &[&cur, &w, &b],
-                    &out,
+                    &[cur, &w, &b],
+                    out,
                     vec![int("transB", 1)],
                 ));
             }
         }
-        cur = out;
+        Ok(())
     }
+}
+
+/// Builds the ONNX model of `ops` for input `[1, 3, height, width]` and output `[1, out_dim]`.
+pub fn build_model(
+    graph_name: &str,
+    ops: &[Op],
+    height: i64,
+    width: i64,
+    out_dim: i64,
+    doc: &str,
+) -> anyhow::Result<pb::ModelProto> {
+    let mut e = Emitter::default();
+    e.emit(ops, "input", Some("output"))?;
     let graph = pb::GraphProto {
         name: graph_name.to_string(),
-        node: nodes,
-        initializer: inits,
+        node: e.nodes,
+        initializer: e.inits,
         input: vec![value_info("input", &[1, 3, height, width])],
         output: vec![value_info("output", &[1, out_dim])],
         ..Default::default()

@@ -58,8 +58,26 @@ fn conv_op(c: &nn::Conv2D, stride: i64) -> Op {
         shape: [size[0], size[1], size[2], size[3]],
         bias,
         stride,
-        pad: size[2] / 2,
+        pads: [size[2] / 2; 4],
+        group: 1,
     }
+}
+
+/// BatchNorm (eval mode, `eps`) folded into a bias-free convolution weight `[out, ...]`:
+/// returns `(weight * scale, shift)` with `scale = gamma / sqrt(var + eps)` and
+/// `shift = beta - mean * scale`.
+pub fn fold_bn(weight: &Tensor, bn: &nn::BatchNorm, eps: f64) -> (Tensor, Tensor) {
+    let scale = match &bn.ws {
+        Some(g) => g / (&bn.running_var + eps).sqrt(),
+        None => (&bn.running_var + eps).sqrt().reciprocal(),
+    };
+    let shift = match &bn.bs {
+        Some(b) => b - &bn.running_mean * &scale,
+        None => -(&bn.running_mean * &scale),
+    };
+    let mut dims = vec![-1i64];
+    dims.resize(weight.dim(), 1);
+    (weight * scale.view(dims.as_slice()), shift)
 }
 
 /// Encoder: stride-2 3x3 conv + ReLU stages, flatten, linear to `latent_dim`.
@@ -240,22 +258,15 @@ impl Classifier {
     pub fn ops(&self) -> Vec<Op> {
         let mut ops = Vec::new();
         for (c, bn) in &self.blocks {
-            let scale = match &bn.ws {
-                Some(g) => g / (&bn.running_var + BN_EPS).sqrt(),
-                None => (&bn.running_var + BN_EPS).sqrt().reciprocal(),
-            };
-            let shift = match &bn.bs {
-                Some(b) => b - &bn.running_mean * &scale,
-                None => -(&bn.running_mean * &scale),
-            };
+            let (w, shift) = fold_bn(&c.ws, bn, BN_EPS);
             let size = c.ws.size();
-            let w = &c.ws * scale.view([-1, 1, 1, 1]);
             ops.push(Op::Conv {
                 weight: to_vec(&w),
                 shape: [size[0], size[1], size[2], size[3]],
                 bias: to_vec(&shift),
                 stride: 2,
-                pad: size[2] / 2,
+                pads: [size[2] / 2; 4],
+                group: 1,
             });
             ops.push(Op::Relu);
         }

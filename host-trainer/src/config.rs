@@ -66,6 +66,10 @@ pub struct TrainConfig {
     pub science_values: BTreeMap<String, f32>,
     /// CPU threads for libtorch.
     pub threads: i32,
+    /// When set, the classifier is the semi-supervised contrastive one (replacing the small CNN
+    /// stage and `classifier_channels`).
+    #[serde(default)]
+    pub semi: Option<crate::semi::SemiConfig>,
 }
 
 impl Default for TrainConfig {
@@ -119,6 +123,7 @@ impl Default for TrainConfig {
             parity_tolerance: 1e-4,
             science_values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             threads: 2,
+            semi: None,
         }
     }
 }
@@ -167,6 +172,14 @@ impl TrainConfig {
             );
         }
         anyhow::ensure!(self.threads > 0, "threads must be positive");
+        if let Some(s) = &self.semi {
+            s.validate()?;
+            anyhow::ensure!(
+                self.input_size.is_multiple_of(32),
+                "input_size {} must be a multiple of 32 for the semi-supervised classifier",
+                self.input_size
+            );
+        }
         Ok(())
     }
 

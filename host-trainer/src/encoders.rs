@@ -8,6 +8,7 @@ use crate::cluster::{self, KMeans, KMeansConfig};
 use crate::evaluate::{self, ClusterMetrics};
 use crate::export::Op;
 use crate::model::{Encoder, Forward, Trunk};
+use crate::semi::SemiTrunk;
 
 /// Which features feed k-means and the onboard nearest-centroid step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,8 @@ pub enum Source<'a> {
     Autoencoder(&'a Encoder),
     /// The classifier's trunk.
     Classifier(Trunk<'a>),
+    /// The semi-supervised classifier's trunk, for an `n x n` input.
+    Semi(SemiTrunk<'a>, i64),
 }
 
 impl Source<'_> {
@@ -61,6 +64,7 @@ impl Source<'_> {
         match self {
             Source::Autoencoder(e) => evaluate::latents(*e, images, device, l2),
             Source::Classifier(t) => evaluate::latents(t, images, device, l2),
+            Source::Semi(t, _) => evaluate::latents(t, images, device, l2),
         }
     }
 
@@ -69,6 +73,7 @@ impl Source<'_> {
         match self {
             Source::Autoencoder(e) => e.ops(),
             Source::Classifier(t) => t.ops(),
+            Source::Semi(t, n) => t.ops(*n, *n),
         }
     }
 
@@ -76,7 +81,7 @@ impl Source<'_> {
     pub fn kind(&self) -> ClusterEncoder {
         match self {
             Source::Autoencoder(_) => ClusterEncoder::Autoencoder,
-            Source::Classifier(_) => ClusterEncoder::Classifier,
+            Source::Classifier(_) | Source::Semi(..) => ClusterEncoder::Classifier,
         }
     }
 
@@ -85,6 +90,7 @@ impl Source<'_> {
         match self {
             Source::Autoencoder(e) => *e,
             Source::Classifier(t) => t,
+            Source::Semi(t, _) => t,
         }
     }
 }

@@ -21,4 +21,7 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod semi;
+pub mod semi_run;
+pub mod semi_train;
 pub mod train;

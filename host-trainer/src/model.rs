@@ -115,7 +115,8 @@ impl Encoder {
     }
 }
 
-fn linear_op(l: &nn::Linear) -> Op {
+/// A linear layer as a Gemm op.
+pub fn linear_op(l: &nn::Linear) -> Op {
     let size = l.ws.size();
     Op::Gemm {
         weight: to_vec(&l.ws),
@@ -285,6 +286,11 @@ impl Classifier {
             x = x.apply(c).apply_t(bn, train).relu();
         }
         x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    /// Class logits from pooled features `[b, channels]`.
+    pub fn head_logits(&self, features: &Tensor) -> Tensor {
+        features.apply(&self.head)
     }
 
     /// The classifier without its head, as an encoder of pooled features.

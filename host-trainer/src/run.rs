@@ -18,8 +18,10 @@ use crate::device::{self, DeviceChoice};
 use crate::encoders::{self, ClusterEncoder, Source};
 use crate::evaluate;
 use crate::figures;
-use crate::model::{Autoencoder, Classifier};
+use crate::model::{Autoencoder, Classifier, Forward};
 use crate::report::{self, RunReport};
+use crate::semi::{Backbone, SemiNet};
+use crate::semi_train::{SemiData, SemiHistory};
 use crate::train;
 
 /// Inputs of a training run.
@@ -33,6 +35,8 @@ pub struct TrainOptions {
     pub val_split: Option<String>,
     /// Extra folders of unlabeled images for the autoencoder.
     pub unlabeled: Vec<PathBuf>,
+    /// ImageNet EfficientNet-Lite0 weights (safetensors), for the semi-supervised classifier.
+    pub pretrained: Option<PathBuf>,
     /// Bundle destination folder (its name is the bundle name).
     pub out: PathBuf,
     /// Run folder for weights, configs and metrics.
@@ -159,6 +163,78 @@ fn write_validation_figures(
     figures::cluster_montage(&work.join("cluster_montage.png"), &samples, majority, 6)
 }
 
+/// The trained classifier: the small CNN or the semi-supervised network.
+enum Trained {
+    Cnn(Classifier),
+    Semi(Box<SemiNet>),
+}
+
+impl Trained {
+    fn module(&self) -> &dyn Forward {
+        match self {
+            Trained::Cnn(c) => c,
+            Trained::Semi(s) => s.as_ref(),
+        }
+    }
+
+    fn ops(&self, n: i64) -> Vec<crate::export::Op> {
+        match self {
+            Trained::Cnn(c) => c.ops(),
+            Trained::Semi(s) => s.ops(n, n),
+        }
+    }
+
+    fn source(&self, n: i64) -> Source<'_> {
+        match self {
+            Trained::Cnn(c) => Source::Classifier(c.trunk()),
+            Trained::Semi(s) => Source::Semi(s.trunk(), n),
+        }
+    }
+}
+
+/// Trains the semi-supervised classifier (checkpointing after every epoch); returns the
+/// network, its history and the sha256 of the pretrained weights used.
+fn train_semi(
+    opts: &TrainOptions,
+    vs: &nn::VarStore,
+    train_set: &ImageSet,
+    unlabeled: &tch::Tensor,
+    classes: usize,
+    device: tch::Device,
+) -> anyhow::Result<(SemiNet, SemiHistory, Option<String>)> {
+    let cfg = &opts.config;
+    let semi = cfg.semi.as_ref().context("no semi-supervised config")?;
+    let net = SemiNet::new(vs, semi, classes as i64);
+    let sha = match (semi.backbone, &opts.pretrained) {
+        (Backbone::EfficientnetLite0, Some(p)) => {
+            crate::effnet::load_pretrained(vs, "backbone.", p, &["_fc."])?;
+            Some(crate::semi_run::sha256_file(p)?)
+        }
+        (Backbone::EfficientnetLite0, None) => anyhow::bail!(
+            "the efficientnet-lite0 backbone needs --pretrained (the file scripts/setup.sh writes; $TRIAGE_EFFNET_LITE0)"
+        ),
+        (Backbone::SmallCnn, _) => None,
+    };
+    let data = SemiData {
+        images: &train_set.images,
+        labels: &train_set.labels,
+        unlabeled: Some(unlabeled),
+    };
+    let max_steps = cfg.classifier.max_steps;
+    let history = crate::semi_train::train_semi(
+        &net,
+        vs,
+        &data,
+        classes,
+        semi,
+        cfg.seed.wrapping_add(1),
+        device,
+        max_steps,
+        |_, _| save_weights(vs, cfg, &opts.work, "classifier"),
+    )?;
+    Ok((net, history, sha))
+}
+
 fn save_weights(
     vs: &nn::VarStore,
     cfg: &TrainConfig,
@@ -241,20 +317,36 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     save_weights(&ae_vs, cfg, &opts.work, "autoencoder")?;
 
     let cls_vs = nn::VarStore::new(device);
-    let classifier = Classifier::new(
-        &(cls_vs.root() / "classifier"),
-        &cfg.classifier_channels,
-        classes.len() as i64,
-    );
-    let cls_hist = train::train_classifier(
-        &classifier,
-        &cls_vs,
-        &train_set.images,
-        &train_set.labels,
-        classes.len(),
-        cfg,
-        device,
-    )?;
+    let (trained, cls_hist, semi_hist, pretrained_sha256) = if cfg.semi.is_some() {
+        let mut parts = vec![train_set.images.shallow_clone()];
+        parts.extend(val_set.iter().map(|v| v.images.shallow_clone()));
+        parts.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
+        let pool = tch::Tensor::cat(&parts, 0);
+        let (net, h, sha) = train_semi(opts, &cls_vs, &train_set, &pool, classes.len(), device)?;
+        let hist = train::History {
+            epoch_loss: h.epoch_loss.clone(),
+            steps: h.steps,
+            seconds: h.seconds,
+            seconds_per_epoch: h.seconds_per_epoch,
+        };
+        (Trained::Semi(Box::new(net)), hist, Some(h), sha)
+    } else {
+        let classifier = Classifier::new(
+            &(cls_vs.root() / "classifier"),
+            &cfg.classifier_channels,
+            classes.len() as i64,
+        );
+        let hist = train::train_classifier(
+            &classifier,
+            &cls_vs,
+            &train_set.images,
+            &train_set.labels,
+            classes.len(),
+            cfg,
+            device,
+        )?;
+        (Trained::Cnn(classifier), hist, None, None)
+    };
     save_weights(&cls_vs, cfg, &opts.work, "classifier")?;
 
     let km_cfg = KMeansConfig {
@@ -266,10 +358,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     };
     let train_truth = train_set.labels_usize();
     let val_truth = val_set.as_ref().map(ImageSet::labels_usize);
-    let sources = [
-        Source::Autoencoder(&ae.encoder),
-        Source::Classifier(classifier.trunk()),
-    ];
+    let sources = [Source::Autoencoder(&ae.encoder), trained.source(n)];
     let variants: Vec<(usize, bool)> = match cfg.cluster_encoder {
         ClusterEncoder::Auto => vec![(0, false), (0, true), (1, false), (1, true)],
         ClusterEncoder::Autoencoder => vec![(0, cfg.l2_normalize)],
@@ -325,7 +414,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let (validation_classification, validation_clustering) = match &val_set {
         Some(v) => {
             let truth = v.labels_usize();
-            let pred = evaluate::predict(&classifier, &v.images, device);
+            let pred = evaluate::predict(trained.module(), &v.images, device);
             let assign = chosen.validation_assignment.clone().unwrap_or_default();
             write_validation_figures(
                 &opts.work, &classes, &truth, &pred, &assign, v, cfg.k, &majority,
@@ -364,7 +453,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     )?;
     let cls_entry = staging.write_graph(
         GraphRole::Classifier,
-        &classifier.ops(),
+        &trained.ops(n),
         n,
         n,
         classes.len(),
@@ -379,7 +468,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         device,
     )?;
     let classifier_parity = evaluate::parity(
-        &classifier,
+        trained.module(),
         &staging.dir.join(&cls_entry.file),
         parity_images,
         cfg.parity_images,
@@ -416,6 +505,8 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         validation_split: opts.val_split.clone(),
         autoencoder: ae_hist,
         classifier: cls_hist,
+        semi: semi_hist,
+        pretrained_sha256,
         kmeans_inertia: km.inertia,
         kmeans_iterations: km.iterations,
         train_clustering,

@@ -66,6 +66,7 @@ fn train_export_check_and_eval() {
         train_splits: vec!["train-calibrated-shuffled.txt".into()],
         val_split: Some("val-calibrated-shuffled.txt".into()),
         unlabeled: vec![],
+        pretrained: None,
         out: out.clone(),
         work: tmp.path().join("run"),
         device: DeviceChoice::Auto,

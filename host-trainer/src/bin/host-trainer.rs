@@ -8,6 +8,7 @@ use host_trainer::config::TrainConfig;
 use host_trainer::data::{TRAIN_SPLIT, VAL_SPLIT};
 use host_trainer::device::DeviceChoice;
 use host_trainer::run::{self, TrainOptions};
+use host_trainer::semi_run::{self, SemiOptions, SemiRunConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,8 +25,46 @@ struct Cli {
 enum Command {
     /// Train autoencoder + k-means and the classifier, export and check the bundle.
     Train(TrainArgs),
+    /// Train the semi-supervised contrastive classifier, evaluate it and export its ONNX.
+    Semi(SemiArgs),
     /// Print the default training configuration as JSON.
     DefaultConfig,
+    /// Print the default semi-supervised configuration as JSON.
+    DefaultSemiConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct SemiArgs {
+    /// MSL dataset root (holds calibrated/, the split files and the synset file).
+    #[arg(long)]
+    data: PathBuf,
+    /// Labeled split file(s) relative to --data.
+    #[arg(long = "train-split", default_values_t = [TRAIN_SPLIT.to_string()])]
+    train_splits: Vec<String>,
+    /// Validation split relative to --data; `none` to skip validation.
+    #[arg(long, default_value = VAL_SPLIT)]
+    val_split: String,
+    /// Folder(s) of unlabeled images (default: the labeled and validation images, unlabeled).
+    #[arg(long)]
+    unlabeled: Vec<PathBuf>,
+    /// ImageNet EfficientNet-Lite0 weights (safetensors, written by scripts/setup.sh).
+    #[arg(long, env = "TRIAGE_EFFNET_LITE0")]
+    pretrained: Option<PathBuf>,
+    /// Semi-supervised configuration JSON (see `host-trainer default-semi-config`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the configuration's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run folder for weights, config, metrics, figures and classifier.onnx.
+    #[arg(long)]
+    work: PathBuf,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +84,9 @@ struct TrainArgs {
     /// Training configuration JSON (see `host-trainer default-config`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// ImageNet EfficientNet-Lite0 weights, for a config with a semi-supervised classifier.
+    #[arg(long, env = "TRIAGE_EFFNET_LITE0")]
+    pretrained: Option<PathBuf>,
     /// Override the configuration's seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -92,6 +134,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         train_splits: a.train_splits,
         val_split: (a.val_split != "none").then_some(a.val_split),
         unlabeled: a.unlabeled,
+        pretrained: a.pretrained,
         out: a.out,
         work: a.work,
         device: a.device,
@@ -113,10 +156,45 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn semi(a: SemiArgs) -> anyhow::Result<()> {
+    let mut config = match &a.config {
+        Some(p) => SemiRunConfig::load(p)?,
+        None => SemiRunConfig::default(),
+    };
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    let opts = SemiOptions {
+        data: a.data,
+        train_splits: a.train_splits,
+        val_split: (a.val_split != "none").then_some(a.val_split),
+        unlabeled: a.unlabeled,
+        pretrained: a.pretrained,
+        work: a.work,
+        device: a.device,
+        config,
+        command: command_line(),
+    };
+    let report = semi_run::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(v) = &report.validation {
+        println!(
+            "validation: top1 {:.4}, macro-F1 {:.4} ({} images); {:.0} s",
+            v.top1, v.macro_f1, v.images, report.history.seconds
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Train(a) => train(a),
+        Command::Semi(a) => semi(a),
         Command::DefaultConfig => serde_json::to_string_pretty(&TrainConfig::default())
+            .map(|s| println!("{s}"))
+            .map_err(Into::into),
+        Command::DefaultSemiConfig => serde_json::to_string_pretty(&SemiRunConfig::default())
             .map(|s| println!("{s}"))
             .map_err(Into::into),
     };

@@ -1,0 +1,335 @@
+//! The semi-supervised contrastive classifier (METHODS.md, seed B): a backbone (ImageNet
+//! EfficientNet-Lite0 or a small CNN from scratch) with a linear classification head and two
+//! 2-layer MLP projection heads, `H_s` (labeled, `L_s`) and `H_u` (unlabeled, `L_u`).
+//! Variables live in three optimizer groups: [`GROUP_HEAD`], [`GROUP_BACKBONE`],
+//! [`GROUP_PROJECTION`].
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+use crate::augment::{AugmentConfig, StrongAugment};
+use crate::effnet::{self, EfficientNetLite0};
+use crate::export::Op;
+use crate::model::{Classifier, Forward};
+
+/// Optimizer group of the classification head.
+pub const GROUP_HEAD: usize = 0;
+/// Optimizer group of the backbone.
+pub const GROUP_BACKBONE: usize = 1;
+/// Optimizer group of the projection heads.
+pub const GROUP_PROJECTION: usize = 2;
+
+/// Feature extractor under the heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    /// EfficientNet-Lite0, initialized from ImageNet weights.
+    EfficientnetLite0,
+    /// The small conv-BN-ReLU CNN, from scratch.
+    SmallCnn,
+}
+
+/// Which contrastive loss the labeled branch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contrastive {
+    /// `L_s`: one sample per class, same-class pairs never negatives.
+    InterClass,
+    /// The paper's Eq. 1 on random labeled batches (plain SimCLR-style ablation).
+    SampleWise,
+    /// No labeled contrastive branch.
+    None,
+}
+
+/// Configuration of the semi-supervised classifier; saved beside its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SemiConfig {
+    /// Feature extractor.
+    pub backbone: Backbone,
+    /// Channels of the small CNN's stride-2 blocks (for `small-cnn`).
+    pub small_cnn_channels: Vec<i64>,
+    /// EfficientNet blocks (0..=16) frozen with the stem: no gradients, BatchNorm in eval mode.
+    pub frozen_blocks: usize,
+    /// Whether the trainable EfficientNet blocks' BatchNorm uses batch statistics.
+    pub bn_train: bool,
+    /// Passes of `steps_per_epoch` steps.
+    pub epochs: usize,
+    /// Steps per epoch; `None` = labeled images / `batch_cls`.
+    pub steps_per_epoch: Option<usize>,
+    /// Labeled images per step for `L_cls`.
+    pub batch_cls: usize,
+    /// Labeled images per step for the contrastive branch (`inter-class` takes one per class).
+    pub batch_contrastive: usize,
+    /// Unlabeled images per step for `L_u` (two views each).
+    pub batch_unlabeled: usize,
+    /// Labeled contrastive loss.
+    pub contrastive: Contrastive,
+    /// Weight of the labeled contrastive loss.
+    pub lambda_s: f64,
+    /// Weight of `L_u` (0 disables the unlabeled branch).
+    pub lambda_u: f64,
+    /// Temperature of the contrastive losses.
+    pub tau: f64,
+    /// Adam learning rate of the classification head.
+    pub lr_head: f64,
+    /// Adam learning rate of the backbone.
+    pub lr_backbone: f64,
+    /// Adam learning rate of the projection heads.
+    pub lr_projection: f64,
+    /// Epochs after which every learning rate is multiplied by `lr_gamma`.
+    pub lr_milestones: Vec<usize>,
+    /// Step-schedule factor.
+    pub lr_gamma: f64,
+    /// Hidden width of the projection MLPs.
+    pub projection_hidden: i64,
+    /// Output width of the projection MLPs.
+    pub projection_dim: i64,
+    /// Dropout before the classification head (training only).
+    pub dropout: f64,
+    /// Augmentation of the `L_cls` batch.
+    pub weak_augment: AugmentConfig,
+    /// Augmentation of the contrastive views.
+    pub strong_augment: StrongAugment,
+}
+
+impl Default for SemiConfig {
+    /// The paper's recipe on EfficientNet-Lite0: Adam, head 1e-3, backbone and projections
+    /// 1e-6, 30 epochs with x0.1 at 20 and 25, batches 16 / 24 / 16, tau 0.2.
+    fn default() -> Self {
+        Self {
+            backbone: Backbone::EfficientnetLite0,
+            small_cnn_channels: vec![32, 64, 128, 128],
+            frozen_blocks: 0,
+            bn_train: false,
+            epochs: 30,
+            steps_per_epoch: None,
+            batch_cls: 16,
+            batch_contrastive: 24,
+            batch_unlabeled: 16,
+            contrastive: Contrastive::InterClass,
+            lambda_s: 1.0,
+            lambda_u: 0.2,
+            tau: 0.2,
+            lr_head: 1e-3,
+            lr_backbone: 1e-6,
+            lr_projection: 1e-6,
+            lr_milestones: vec![20, 25],
+            lr_gamma: 0.1,
+            projection_hidden: 512,
+            projection_dim: 128,
+            dropout: 0.2,
+            weak_augment: AugmentConfig::default(),
+            strong_augment: StrongAugment::default(),
+        }
+    }
+}
+
+impl SemiConfig {
+    /// Learning-rate multiplier during `epoch` (0-based).
+    pub fn lr_factor(&self, epoch: usize) -> f64 {
+        let passed = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
+        self.lr_gamma.powi(passed as i32)
+    }
+
+    /// Checks the values training relies on.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.batch_cls > 0 && self.batch_contrastive > 1 && self.batch_unlabeled > 0,
+            "batch sizes must be positive (contrastive batch at least 2)"
+        );
+        anyhow::ensure!(self.tau > 0.0, "tau must be positive");
+        anyhow::ensure!(
+            [self.lr_head, self.lr_backbone, self.lr_projection]
+                .iter()
+                .all(|&l| l >= 0.0 && l.is_finite()),
+            "learning rates must be finite and >= 0"
+        );
+        anyhow::ensure!(
+            self.projection_hidden > 0 && self.projection_dim > 0,
+            "projection sizes must be positive"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.dropout),
+            "dropout must be in [0, 1)"
+        );
+        anyhow::ensure!(
+            self.frozen_blocks <= effnet::BLOCKS,
+            "frozen_blocks must be at most {}",
+            effnet::BLOCKS
+        );
+        Ok(())
+    }
+}
+
+/// 2-layer MLP `in -> hidden -> ReLU -> out`.
+#[derive(Debug)]
+struct Mlp {
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl Mlp {
+    fn new(p: &nn::Path, din: i64, hidden: i64, dout: i64) -> Self {
+        Self {
+            fc1: nn::linear(p / "fc1", din, hidden, Default::default()),
+            fc2: nn::linear(p / "fc2", hidden, dout, Default::default()),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.apply(&self.fc1).relu().apply(&self.fc2)
+    }
+}
+
+#[derive(Debug)]
+enum Body {
+    Effnet {
+        net: Box<EfficientNetLite0>,
+        head: nn::Linear,
+    },
+    Cnn(Classifier),
+}
+
+/// Backbone, classification head and projection heads.
+#[derive(Debug)]
+pub struct SemiNet {
+    body: Body,
+    hs: Mlp,
+    hu: Mlp,
+    dropout: f64,
+}
+
+impl SemiNet {
+    /// Builds the network under `vs`'s root: `backbone/` (EfficientNet names below it) and
+    /// `head/` for EfficientNet, `classifier/` for the small CNN, `proj_s/`, `proj_u/`.
+    pub fn new(vs: &nn::VarStore, cfg: &SemiConfig, classes: i64) -> Self {
+        let root = vs.root();
+        let (body, dim) = match cfg.backbone {
+            Backbone::EfficientnetLite0 => {
+                let bp = root.set_group(GROUP_BACKBONE) / "backbone";
+                let net = EfficientNetLite0::new(&bp, cfg.frozen_blocks, cfg.bn_train);
+                let hp = root.set_group(GROUP_HEAD) / "head";
+                let head = nn::linear(hp, effnet::FEATURES, classes, Default::default());
+                (
+                    Body::Effnet {
+                        net: Box::new(net),
+                        head,
+                    },
+                    effnet::FEATURES,
+                )
+            }
+            Backbone::SmallCnn => {
+                let cp = root.set_group(GROUP_BACKBONE) / "classifier";
+                let net = Classifier::new(&cp, &cfg.small_cnn_channels, classes);
+                let dim = *cfg.small_cnn_channels.last().unwrap_or(&1);
+                (Body::Cnn(net), dim)
+            }
+        };
+        let pp = root.set_group(GROUP_PROJECTION);
+        let (hid, out) = (cfg.projection_hidden, cfg.projection_dim);
+        Self {
+            body,
+            hs: Mlp::new(&(&pp / "proj_s"), dim, hid, out),
+            hu: Mlp::new(&(&pp / "proj_u"), dim, hid, out),
+            dropout: cfg.dropout,
+        }
+    }
+
+    /// Pooled backbone features `[b, F]`.
+    pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
+        match &self.body {
+            Body::Effnet { net, .. } => net.embed(xs, train),
+            Body::Cnn(c) => c.embed(xs, train),
+        }
+    }
+
+    /// Class logits `[b, classes]` from pooled features.
+    pub fn logits(&self, features: &Tensor, train: bool) -> Tensor {
+        let f = features.dropout(self.dropout, train);
+        match &self.body {
+            Body::Effnet { head, .. } => f.apply(head),
+            Body::Cnn(c) => c.head_logits(&f),
+        }
+    }
+
+    /// `H_s` projection `[b, projection_dim]`.
+    pub fn project_s(&self, features: &Tensor) -> Tensor {
+        self.hs.forward(features)
+    }
+
+    /// `H_u` projection `[b, projection_dim]`.
+    pub fn project_u(&self, features: &Tensor) -> Tensor {
+        self.hu.forward(features)
+    }
+
+    /// Inference graph image -> logits for an `h x w` input (BatchNorm folded).
+    pub fn ops(&self, h: i64, w: i64) -> Vec<Op> {
+        match &self.body {
+            Body::Effnet { net, head } => {
+                let mut ops = net.ops(h, w);
+                ops.push(crate::model::linear_op(head));
+                ops
+            }
+            Body::Cnn(c) => c.ops(),
+        }
+    }
+
+    /// Inference graph image -> pooled features.
+    pub fn trunk_ops(&self, h: i64, w: i64) -> Vec<Op> {
+        let mut ops = self.ops(h, w);
+        ops.pop();
+        ops
+    }
+
+    /// The network without its heads: image -> pooled features.
+    pub fn trunk(&self) -> SemiTrunk<'_> {
+        SemiTrunk(self)
+    }
+}
+
+impl ModuleT for SemiNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.logits(&self.embed(xs, train), train)
+    }
+}
+
+/// A [`SemiNet`] without heads: image `[b, 3, n, n]` -> pooled features `[b, F]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SemiTrunk<'a>(&'a SemiNet);
+
+impl Forward for SemiTrunk<'_> {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        self.0.embed(xs, false)
+    }
+}
+
+impl SemiTrunk<'_> {
+    /// Inference graph image -> pooled features.
+    pub fn ops(&self, h: i64, w: i64) -> Vec<Op> {
+        self.0.trunk_ops(h, w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_and_groups() {
+        let cfg = SemiConfig::default();
+        assert_eq!(cfg.lr_factor(0), 1.0);
+        assert!((cfg.lr_factor(20) - 0.1).abs() < 1e-12);
+        assert!((cfg.lr_factor(29) - 0.01).abs() < 1e-12);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = SemiNet::new(&vs, &cfg, 25);
+        let vars = vs.variables();
+        assert!(vars.contains_key("backbone._conv_stem.weight"));
+        assert!(vars.contains_key("head.weight") && vars.contains_key("proj_u.fc2.weight"));
+        let x = Tensor::zeros([2, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+        let f = net.embed(&x, false);
+        assert_eq!(f.size(), [2, effnet::FEATURES]);
+        assert_eq!(net.logits(&f, false).size(), [2, 25]);
+        assert_eq!(net.project_s(&f).size(), [2, 128]);
+    }
+}

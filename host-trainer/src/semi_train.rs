@@ -30,9 +30,9 @@ pub struct SemiHistory {
     pub val_top1: Vec<f64>,
     /// Optimizer steps taken.
     pub steps: usize,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds of the training steps (the after-epoch callbacks excluded).
     pub seconds: f64,
-    /// Mean seconds per completed epoch.
+    /// Mean seconds per completed epoch (training steps only).
     pub seconds_per_epoch: Option<f64>,
 }
 
@@ -257,6 +257,7 @@ pub fn train_semi(
     let bar = crate::progress::bar(total as u64, "semi-supervised");
     let start = Instant::now();
     let mut history = SemiHistory::default();
+    let mut paused = 0.0;
     for epoch in 0..cfg.epochs {
         if history.steps >= total {
             break;
@@ -294,11 +295,13 @@ pub fn train_semi(
         history.epoch_cls.push(sums[1] / t);
         history.epoch_contrastive.push(sums[2] / t);
         history.epoch_unlabeled.push(sums[3] / t);
-        history.seconds = start.elapsed().as_secs_f64();
+        history.seconds = start.elapsed().as_secs_f64() - paused;
+        let t = Instant::now();
         bar.suspend(|| after_epoch(epoch, &mut history))?;
+        paused += t.elapsed().as_secs_f64();
     }
     bar.finish_and_clear();
-    history.seconds = start.elapsed().as_secs_f64();
+    history.seconds = start.elapsed().as_secs_f64() - paused;
     history.seconds_per_epoch = (history.steps >= per_epoch)
         .then(|| history.seconds / history.steps as f64 * per_epoch as f64);
     Ok(history)

@@ -2,7 +2,8 @@
 
 For every graph in BUNDLE/manifest.json: onnx.checker.check_model(full_check=True), then one
 run in ONNX Runtime (CPU, one thread) on the input tensor stored in INPUT (raw little-endian
-float32, shape [1, 3, H, W]), printing one JSON object per graph with the output values so the
+float32, shape [1, 3, H, W]; a graph whose manifest `input` is `latent` gets the encoder's
+output instead), printing one JSON object per graph with the output values so the
 caller can compare them with tract.
 
 usage: python check_onnx.py BUNDLE INPUT
@@ -21,7 +22,9 @@ def main() -> int:
     h, w = manifest["input"]["height"], manifest["input"]["width"]
     x = np.fromfile(input_path, dtype="<f4").reshape(1, 3, h, w)
     results = []
-    for g in manifest["graphs"]:
+    latent = None
+    graphs = sorted(manifest["graphs"], key=lambda g: g.get("input", "image") == "latent")
+    for g in graphs:
         path = f"{bundle}/{g['file']}"
         model = onnx.load(path)
         onnx.checker.check_model(model, full_check=True)
@@ -29,7 +32,10 @@ def main() -> int:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
+        feed = latent if g.get("input", "image") == "latent" else x
+        (y,) = sess.run(None, {sess.get_inputs()[0].name: feed})
+        if g["role"] == "encoder":
+            latent = y.astype(np.float32)
         results.append({"file": g["file"], "role": g["role"], "shape": list(y.shape),
                         "output": y.reshape(-1).astype(float).tolist()})
     print(json.dumps({"onnx": onnx.__version__, "onnxruntime": ort.__version__, "graphs": results}))

@@ -1,7 +1,7 @@
-//! Measures each graph of the default bundle (tract, one image) and the whole per-image pipeline.
+//! Measures each graph of the default bundle (tract, one input) and the whole per-image pipeline.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use onboard::bundle::{Bundle, GraphRole};
+use onboard::bundle::{Bundle, GraphInput, GraphRole};
 use onboard::pipeline::Analyzer;
 use onboard::runtime::Graph;
 
@@ -16,17 +16,22 @@ fn bench(c: &mut Criterion) {
         bundle.manifest.input.width as usize,
     );
     let input = triage_benches::synthetic(3 * h * w, 4);
+    let latent = triage_benches::synthetic(bundle.manifest.latent_dim, 5);
     let mut g = c.benchmark_group("graphs");
     g.throughput(Throughput::Elements(1));
     for role in [GraphRole::Encoder, GraphRole::Classifier] {
         let (entry, path) = bundle.graph(role);
-        let Ok(mut graph) = Graph::load(&path, h, w, entry.output_dim) else {
+        let (shape, x) = match entry.input {
+            GraphInput::Image => (vec![1, 3, h, w], &input),
+            GraphInput::Latent => (vec![1, bundle.manifest.latent_dim], &latent),
+        };
+        let Ok(mut graph) = Graph::load_shaped(&path, &shape, entry.output_dim) else {
             eprintln!("{}: does not load", path.display());
             continue;
         };
         let mut out = vec![0.0f32; entry.output_dim];
         g.bench_function(format!("{role:?}").to_lowercase(), |b| {
-            b.iter(|| graph.run_into(&input, &mut out))
+            b.iter(|| graph.run_into(x, &mut out))
         });
     }
     let image = root.join("testdata/pass/001_horizon.jpg");

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use onboard::bundle::{sha256_hex, write_atomic, GraphEntry, GraphRole, Manifest, Precision};
+use onboard::bundle::{
+    sha256_hex, write_atomic, GraphEntry, GraphInput, GraphRole, Manifest, Precision,
+};
 
 use crate::export::{self, Op};
 
@@ -52,13 +54,13 @@ impl Staging {
         })
     }
 
-    /// Writes one ONNX graph; returns its manifest entry.
+    /// Writes one ONNX graph reading `input` of shape `input_shape`; returns its manifest
+    /// entry.
     pub fn write_graph(
         &self,
         role: GraphRole,
         ops: &[Op],
-        height: i64,
-        width: i64,
+        (input, input_shape): (GraphInput, &[i64]),
         out_dim: usize,
         doc: &str,
     ) -> anyhow::Result<GraphEntry> {
@@ -66,7 +68,7 @@ impl Staging {
             GraphRole::Encoder => "encoder.f32.onnx",
             GraphRole::Classifier => "classifier.f32.onnx",
         };
-        let model = export::build_model(file, ops, height, width, out_dim as i64, doc)?;
+        let model = export::build_model_for_input(file, ops, input_shape, out_dim as i64, doc)?;
         let bytes = export::encode(&model);
         let path = self.dir.join(file);
         write_atomic(&path, &bytes)
@@ -77,6 +79,7 @@ impl Staging {
             sha256: sha256_hex(&bytes),
             precision: Precision::F32,
             output_dim: out_dim,
+            input,
         })
     }
 

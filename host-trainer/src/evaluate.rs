@@ -130,28 +130,29 @@ pub struct Parity {
     pub max_abs_diff: f32,
 }
 
-/// Runs the ONNX graph at `onnx` with tract on the first `n` images and compares with the tch
-/// module's outputs.
+/// Runs the ONNX graph at `onnx` with tract on the first `n` inputs (`[N, ...]`: images, or
+/// feature vectors for a head graph) and compares with the tch module's outputs.
 pub fn parity(
     module: &(impl Forward + ?Sized),
     onnx: &Path,
-    images: &Tensor,
+    inputs: &Tensor,
     n: usize,
     device: Device,
 ) -> anyhow::Result<Parity> {
-    let n = n.min(images.size()[0] as usize);
-    let size = images.size();
-    let (h, w) = (size[2] as usize, size[3] as usize);
-    let subset = images.narrow(0, 0, n as i64);
+    let n = n.min(inputs.size()[0] as usize);
+    let mut shape: Vec<usize> = inputs.size().iter().map(|&d| d as usize).collect();
+    shape[0] = 1;
+    let per: usize = shape.iter().product();
+    let subset = inputs.narrow(0, 0, n as i64);
     let reference = infer(module, &subset, device);
     let d = reference.size()[1] as usize;
     let reference = crate::model::to_vec(&reference);
-    let mut graph = onboard::runtime::Graph::load(onnx, h, w, d)?;
+    let mut graph = onboard::runtime::Graph::load_shaped(onnx, &shape, d)?;
     let inputs = crate::model::to_vec(&subset);
     let mut out = vec![0f32; d];
     let mut max = 0f32;
     for i in 0..n {
-        graph.run_into(&inputs[i * 3 * h * w..(i + 1) * 3 * h * w], &mut out)?;
+        graph.run_into(&inputs[i * per..(i + 1) * per], &mut out)?;
         for (a, b) in out.iter().zip(&reference[i * d..(i + 1) * d]) {
             let diff = (a - b).abs();
             anyhow::ensure!(diff.is_finite(), "{}: non-finite output", onnx.display());

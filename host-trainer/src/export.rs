@@ -258,13 +258,24 @@ pub fn build_model(
     out_dim: i64,
     doc: &str,
 ) -> anyhow::Result<pb::ModelProto> {
+    build_model_for_input(graph_name, ops, &[1, 3, height, width], out_dim, doc)
+}
+
+/// Builds the ONNX model of `ops` for an f32 input of shape `input` and output `[1, out_dim]`.
+pub fn build_model_for_input(
+    graph_name: &str,
+    ops: &[Op],
+    input: &[i64],
+    out_dim: i64,
+    doc: &str,
+) -> anyhow::Result<pb::ModelProto> {
     let mut e = Emitter::default();
     e.emit(ops, "input", Some("output"))?;
     let graph = pb::GraphProto {
         name: graph_name.to_string(),
         node: e.nodes,
         initializer: e.inits,
-        input: vec![value_info("input", &[1, 3, height, width])],
+        input: vec![value_info("input", input)],
         output: vec![value_info("output", &[1, out_dim])],
         ..Default::default()
     };

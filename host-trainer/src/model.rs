@@ -293,6 +293,11 @@ impl Classifier {
         features.apply(&self.head)
     }
 
+    /// The linear head's inference graph: pooled features `[1, channels]` -> logits.
+    pub fn head_ops(&self) -> Vec<Op> {
+        vec![linear_op(&self.head)]
+    }
+
     /// The classifier without its head, as an encoder of pooled features.
     pub fn trunk(&self) -> Trunk<'_> {
         Trunk(self)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::bundle::{
-    ClassEntry, Clustering, DistanceStats, GraphRole, InputSpec, Manifest, Provenance,
+    ClassEntry, Clustering, DistanceStats, GraphInput, GraphRole, InputSpec, Manifest, Provenance,
     FORMAT_VERSION,
 };
 use tch::nn;
@@ -163,6 +163,15 @@ fn write_validation_figures(
     figures::cluster_montage(&work.join("cluster_montage.png"), &samples, majority, 6)
 }
 
+/// The small CNN's linear head as a module on pooled features.
+struct CnnHead<'a>(&'a Classifier);
+
+impl Forward for CnnHead<'_> {
+    fn forward(&self, features: &tch::Tensor) -> tch::Tensor {
+        self.0.head_logits(features)
+    }
+}
+
 /// The trained classifier: the small CNN or the semi-supervised network.
 enum Trained {
     Cnn(Classifier),
@@ -181,6 +190,15 @@ impl Trained {
         match self {
             Trained::Cnn(c) => c.ops(),
             Trained::Semi(s) => s.ops(n, n),
+        }
+    }
+
+    /// The classification head's graph and module (on pooled features), for a bundle whose
+    /// classifier reads the encoder's output.
+    fn head(&self) -> (Vec<crate::export::Op>, Box<dyn Forward + '_>) {
+        match self {
+            Trained::Cnn(c) => (c.head_ops(), Box::new(CnnHead(c))),
+            Trained::Semi(s) => (s.head_ops(), Box::new(s.head())),
         }
     }
 
@@ -440,25 +458,38 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle".into());
+    let image_shape = [1, 3, n, n];
     let enc_entry = staging.write_graph(
         GraphRole::Encoder,
         &source.ops(),
-        n,
-        n,
+        (GraphInput::Image, &image_shape),
         dim,
         match source.kind() {
             ClusterEncoder::Classifier => "classifier trunk: image -> pooled features",
             _ => "autoencoder encoder: image -> latent",
         },
     )?;
-    let cls_entry = staging.write_graph(
-        GraphRole::Classifier,
-        &trained.ops(n),
-        n,
-        n,
-        classes.len(),
-        "classifier: image -> class logits",
-    )?;
+    // When k-means runs on the classifier's own features, the classifier graph is only its
+    // head and reads the encoder's output: the backbone runs once per image on board.
+    let shared = source.kind() == ClusterEncoder::Classifier;
+    let (head_ops, head) = trained.head();
+    let cls_entry = if shared {
+        staging.write_graph(
+            GraphRole::Classifier,
+            &head_ops,
+            (GraphInput::Latent, &[1, dim as i64]),
+            classes.len(),
+            "classifier head: encoder output -> class logits",
+        )?
+    } else {
+        staging.write_graph(
+            GraphRole::Classifier,
+            &trained.ops(n),
+            (GraphInput::Image, &image_shape),
+            classes.len(),
+            "classifier: image -> class logits",
+        )?
+    };
     let parity_images = val_set.as_ref().map_or(&train_set.images, |v| &v.images);
     let encoder_parity = evaluate::parity(
         source.module(),
@@ -467,13 +498,25 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         cfg.parity_images,
         device,
     )?;
-    let classifier_parity = evaluate::parity(
-        trained.module(),
-        &staging.dir.join(&cls_entry.file),
-        parity_images,
-        cfg.parity_images,
-        device,
-    )?;
+    let classifier_parity = if shared {
+        let count = (cfg.parity_images as i64).min(parity_images.size()[0]);
+        let features = evaluate::infer(source.module(), &parity_images.narrow(0, 0, count), device);
+        evaluate::parity(
+            head.as_ref(),
+            &staging.dir.join(&cls_entry.file),
+            &features,
+            cfg.parity_images,
+            device,
+        )?
+    } else {
+        evaluate::parity(
+            trained.module(),
+            &staging.dir.join(&cls_entry.file),
+            parity_images,
+            cfg.parity_images,
+            device,
+        )?
+    };
     for (what, p) in [
         ("encoder", encoder_parity),
         ("classifier", classifier_parity),

@@ -275,6 +275,19 @@ impl SemiNet {
         }
     }
 
+    /// Inference graph of the classification head: pooled features `[1, F]` -> logits.
+    pub fn head_ops(&self) -> Vec<Op> {
+        match &self.body {
+            Body::Effnet { head, .. } => vec![crate::model::linear_op(head)],
+            Body::Cnn(c) => c.head_ops(),
+        }
+    }
+
+    /// The classification head alone, as a module on pooled features (eval mode).
+    pub fn head(&self) -> SemiHead<'_> {
+        SemiHead(self)
+    }
+
     /// Inference graph image -> pooled features.
     pub fn trunk_ops(&self, h: i64, w: i64) -> Vec<Op> {
         let mut ops = self.ops(h, w);
@@ -291,6 +304,16 @@ impl SemiNet {
 impl ModuleT for SemiNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.logits(&self.embed(xs, train), train)
+    }
+}
+
+/// A [`SemiNet`]'s classification head: pooled features `[b, F]` -> logits `[b, classes]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SemiHead<'a>(&'a SemiNet);
+
+impl Forward for SemiHead<'_> {
+    fn forward(&self, features: &Tensor) -> Tensor {
+        self.0.logits(features, false)
     }
 }
 

@@ -4,6 +4,8 @@
 //! `scripts/env.sh`).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -90,62 +92,8 @@ fn train_export_check_and_eval() {
         .file
         .clone();
     let x = onboard::preprocess::load_tensor(&data.join(first), spec).unwrap();
-    let input = tmp.path().join("x.bin");
-    std::fs::write(
-        &input,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let python = std::env::var("TRIAGE_PYTHON")
-        .expect("TRIAGE_PYTHON is set by scripts/env.sh (run scripts/test.sh)");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_onnx.py");
-    let res = Command::new(python)
-        .arg(script)
-        .arg(&out)
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "check_onnx.py failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-    let graphs = doc["graphs"].as_array().unwrap();
-    assert_eq!(graphs.len(), 2);
-    for g in graphs {
-        let entry = bundle
-            .manifest
-            .graphs
-            .iter()
-            .find(|e| e.file == g["file"].as_str().unwrap())
-            .unwrap();
-        let mut graph = onboard::runtime::Graph::load(
-            &out.join(&entry.file),
-            spec.height as usize,
-            spec.width as usize,
-            entry.output_dim,
-        )
-        .unwrap();
-        let mut tract_out = vec![0f32; entry.output_dim];
-        graph.run_into(&x, &mut tract_out).unwrap();
-        let ort: Vec<f64> = g["output"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        assert_eq!(ort.len(), tract_out.len());
-        let max = ort
-            .iter()
-            .zip(&tract_out)
-            .map(|(a, b)| (*a as f32 - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            max <= 1e-4,
-            "{}: ONNX Runtime vs tract differ by {max}",
-            entry.file
-        );
+    for (file, max) in common::onnx_runtime_vs_tract(&out, &x, tmp.path()) {
+        assert!(max <= 1e-4, "{file}: ONNX Runtime vs tract differ by {max}");
     }
 
     // The onboard binary loads and evaluates the new bundle.

@@ -50,6 +50,18 @@ pub enum Precision {
     Int8,
 }
 
+/// What a graph reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphInput {
+    /// The preprocessed image `[1, 3, height, width]`.
+    #[default]
+    Image,
+    /// The encoder's output `[1, latent_dim]` as the encoder produced it (before any L2
+    /// normalization): the classifier then shares the encoder's backbone.
+    Latent,
+}
+
 /// One ONNX graph of the bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphEntry {
@@ -63,6 +75,9 @@ pub struct GraphEntry {
     pub precision: Precision,
     /// Length of the output vector.
     pub output_dim: usize,
+    /// What the graph reads (`image` when absent).
+    #[serde(default)]
+    pub input: GraphInput,
 }
 
 /// The k-means clustering of the encoder's latent space.
@@ -302,6 +317,9 @@ impl Manifest {
                     g.file
                 ));
             }
+            if g.role == GraphRole::Encoder && g.input != GraphInput::Image {
+                return Err(format!("{}: the encoder must read the image", g.file));
+            }
             let want = match g.role {
                 GraphRole::Encoder => self.latent_dim,
                 GraphRole::Classifier => self.classes.len(),
@@ -402,4 +420,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_manifest() -> Manifest {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default/manifest.json");
+        let text = std::fs::read_to_string(path).expect("models/default/manifest.json");
+        serde_json::from_str(&text).expect("manifest parses")
+    }
+
+    #[test]
+    fn graph_input_defaults_to_image_and_only_the_classifier_may_read_the_latent() {
+        let mut m = default_manifest();
+        assert_eq!(m.validate(), Ok(()));
+        let mut value = serde_json::to_value(&m).expect("serializes");
+        for g in value["graphs"].as_array_mut().expect("graphs") {
+            g.as_object_mut().expect("object").remove("input");
+        }
+        let old: Manifest = serde_json::from_value(value).expect("parses without `input`");
+        assert!(old.graphs.iter().all(|g| g.input == GraphInput::Image));
+        for g in &mut m.graphs {
+            g.input = match g.role {
+                GraphRole::Encoder => GraphInput::Latent,
+                GraphRole::Classifier => GraphInput::Image,
+            };
+        }
+        let err = m.validate().expect_err("encoder reading the latent");
+        assert!(err.contains("encoder must read the image"), "{err}");
+    }
 }

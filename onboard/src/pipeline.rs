@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::bundle::{Bundle, GraphRole};
+use crate::bundle::{Bundle, GraphInput, GraphRole};
 use crate::decide::{self, ClusterStats};
 use crate::preprocess::{self, ImageError, QualityFlags};
 use crate::runtime::{Graph, RuntimeError};
@@ -49,8 +49,10 @@ pub struct Analyzer {
     pub bundle: Bundle,
     encoder: Graph,
     classifier: Graph,
+    classifier_input: GraphInput,
     input: Vec<f32>,
     latent: Vec<f32>,
+    raw_latent: Vec<f32>,
     logits: Vec<f32>,
 }
 
@@ -73,11 +75,23 @@ impl Analyzer {
         let (enc, enc_path) = bundle.graph(GraphRole::Encoder);
         let encoder = Graph::load(&enc_path, h, w, enc.output_dim)?;
         let (cls, cls_path) = bundle.graph(GraphRole::Classifier);
-        let classifier = Graph::load(&cls_path, h, w, cls.output_dim)?;
+        let classifier = match cls.input {
+            GraphInput::Image => Graph::load(&cls_path, h, w, cls.output_dim)?,
+            GraphInput::Latent => {
+                Graph::load_shaped(&cls_path, &[1, m.latent_dim], cls.output_dim)?
+            }
+        };
+        let raw = if cls.input == GraphInput::Latent {
+            m.latent_dim
+        } else {
+            0
+        };
         Ok(Self {
             input: vec![0.0; 3 * h * w],
             latent: vec![0.0; m.latent_dim],
+            raw_latent: vec![0.0; raw],
             logits: vec![0.0; cls.output_dim],
+            classifier_input: cls.input,
             encoder,
             classifier,
             bundle,
@@ -117,6 +131,9 @@ impl Analyzer {
         if self.latent.iter().any(|v| !v.is_finite()) {
             return Err(AnalyzeError::NonFinite);
         }
+        if self.classifier_input == GraphInput::Latent {
+            self.raw_latent.copy_from_slice(&self.latent);
+        }
         if self.bundle.manifest.clustering.l2_normalize {
             l2_normalize(&mut self.latent);
         }
@@ -142,8 +159,9 @@ impl Analyzer {
         })
     }
 
-    /// Runs the classifier on the input buffer; returns the arg-max class and its probability,
-    /// leaving every class probability in the logits buffer.
+    /// Runs the classifier (on the input buffer, or on the encoder's output when the bundle's
+    /// classifier reads the latent: call [`Self::encode`] first); returns the arg-max class and
+    /// its probability, leaving every class probability in the logits buffer.
     pub fn classify(&mut self) -> Result<(usize, f32), AnalyzeError> {
         self.run_classifier()?;
         self.softmax()
@@ -151,7 +169,11 @@ impl Analyzer {
 
     /// Runs the classifier graph into the logits buffer (raw logits).
     pub fn run_classifier(&mut self) -> Result<(), AnalyzeError> {
-        Ok(self.classifier.run_into(&self.input, &mut self.logits)?)
+        let input = match self.classifier_input {
+            GraphInput::Image => &self.input,
+            GraphInput::Latent => &self.raw_latent,
+        };
+        Ok(self.classifier.run_into(input, &mut self.logits)?)
     }
 
     /// Softmax of the logits buffer in place (decision core; allocation-free).

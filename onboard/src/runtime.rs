@@ -8,14 +8,12 @@ use tract_onnx::prelude::*;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// tract refused the graph (bad file, unsupported op, or input shape mismatch).
-    #[error("{path}: cannot load graph for input [1, 3, {height}, {width}]: {message}; re-export the bundle for this input size")]
+    #[error("{path}: cannot load graph for input {shape:?}: {message}; re-export the bundle for this input")]
     Load {
         /// Graph file.
         path: PathBuf,
-        /// Expected input height.
-        height: usize,
-        /// Expected input width.
-        width: usize,
+        /// Expected input shape.
+        shape: Vec<usize>,
         /// tract's message, whole cause chain.
         message: String,
     },
@@ -39,32 +37,40 @@ pub enum RuntimeError {
     },
 }
 
-/// One loaded, optimized graph taking `[1, 3, height, width]` f32 and producing a flat output
-/// of `output_dim` f32 values. Holds its run state across calls.
+/// One loaded, optimized graph taking one f32 input of a fixed shape (`[1, 3, height, width]`
+/// for an image, `[1, d]` for a vector) and producing a flat output of `output_dim` f32 values.
+/// Holds its run state across calls.
 #[derive(Debug)]
 pub struct Graph {
     path: PathBuf,
-    shape: [usize; 4],
+    shape: Vec<usize>,
     output_dim: usize,
     state: TypedSimpleState,
 }
 
 impl Graph {
-    /// Loads `path`, fixes its input to `[1, 3, height, width]`, optimizes it, and checks with
-    /// one zero input that it yields `output_dim` finite values.
+    /// Loads an image graph: input `[1, 3, height, width]` (see [`Self::load_shaped`]).
     pub fn load(
         path: &Path,
         height: usize,
         width: usize,
         output_dim: usize,
     ) -> Result<Self, RuntimeError> {
+        Self::load_shaped(path, &[1, 3, height, width], output_dim)
+    }
+
+    /// Loads `path`, fixes its input to `shape`, optimizes it, and checks with one zero input
+    /// that it yields `output_dim` values.
+    pub fn load_shaped(
+        path: &Path,
+        shape: &[usize],
+        output_dim: usize,
+    ) -> Result<Self, RuntimeError> {
         let load_err = |e: TractError| RuntimeError::Load {
             path: path.to_path_buf(),
-            height,
-            width,
+            shape: shape.to_vec(),
             message: format!("{e:#}"),
         };
-        let shape = [1, 3, height, width];
         let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
         let declared = model
             .input_fact(0)
@@ -73,8 +79,7 @@ impl Graph {
         if let Some(d) = declared.filter(|d| d.as_slice() != shape) {
             return Err(RuntimeError::Load {
                 path: path.to_path_buf(),
-                height,
-                width,
+                shape: shape.to_vec(),
                 message: format!("the graph declares input {:?}", d.as_slice()),
             });
         }
@@ -86,17 +91,17 @@ impl Graph {
         let state = plan.spawn().map_err(load_err)?;
         let mut g = Self {
             path: path.to_path_buf(),
-            shape,
+            shape: shape.to_vec(),
             output_dim,
             state,
         };
-        let zeros = vec![0.0f32; 3 * height * width];
+        let zeros = vec![0.0f32; shape.iter().product()];
         let mut out = vec![0.0f32; output_dim];
         g.run_into(&zeros, &mut out)?;
         Ok(g)
     }
 
-    /// Runs the graph on one planar `[3, height, width]` input, writing `output_dim` values.
+    /// Runs the graph on one input of the loaded shape (row-major), writing `output_dim` values.
     pub fn run_into(&mut self, input: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
         let run_err = |message: String| RuntimeError::Run {
             path: self.path.clone(),

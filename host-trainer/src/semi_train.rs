@@ -178,6 +178,7 @@ fn objective(
     let l_cls = net
         .logits(&net.embed(&x, true), true)
         .cross_entropy_for_logits(&labels(&idx));
+    // Out-of-place sums: `total` starts as a handle on `l_cls`, which must keep its value.
     let mut total = l_cls.shallow_clone();
     let mut l_s_val = 0.0;
     if batch.contrastive.len() > 1 {
@@ -192,7 +193,7 @@ fn objective(
             _ => losses::sample_contrastive(&z1, &z2, cfg.tau),
         };
         l_s_val = scalar(&l_s);
-        total += l_s * cfg.lambda_s;
+        total = &total + l_s * cfg.lambda_s;
     }
     let mut l_u_val = 0.0;
     if let (false, Some(u)) = (batch.unlabeled.is_empty(), data.unlabeled) {
@@ -202,7 +203,7 @@ fn objective(
         let (f1, f2) = two_views(net, &xu, cfg, rng);
         let l_u = losses::unsupervised_similarity(&net.project_u(&f1), &net.project_u(&f2));
         l_u_val = scalar(&l_u);
-        total += l_u * cfg.lambda_u;
+        total = &total + l_u * cfg.lambda_u;
     }
     let parts = [scalar(&total), scalar(&l_cls), l_s_val, l_u_val];
     StepLoss { total, parts }

@@ -69,6 +69,11 @@ fn one_step_lowers_the_objective_on_real_images() {
         semi_train::train_semi(&net, &vs, &data, n, &cfg, 5, cpu, Some(1), |_, _| Ok(())).unwrap();
     assert_eq!(h.steps, 1);
     assert!((h.epoch_loss[0] - before).abs() < 1e-4, "{h:?} vs {before}");
+    let parts = h.epoch_cls[0]
+        + cfg.lambda_s * h.epoch_contrastive[0]
+        + cfg.lambda_u * h.epoch_unlabeled[0];
+    assert!((h.epoch_loss[0] - parts).abs() < 1e-4, "components {h:?}");
+    assert!(h.epoch_contrastive[0] != 0.0 && h.epoch_unlabeled[0] != 0.0);
     let after = semi_train::first_step_loss(&net, &data, n, &cfg, 5, cpu).unwrap();
     assert!(after < before, "loss {before} -> {after} after one step");
 }

@@ -65,7 +65,6 @@ fn fmt_opt(v: Option<f64>) -> String {
 /// Markdown model card for the bundle.
 pub fn model_card(r: &RunReport, dataset: &str) -> String {
     let vc = r.validation_classification.as_ref();
-    let vk = r.validation_clustering.as_ref();
     let mut s = String::new();
     s.push_str(&format!("# Model card: `{}`\n\n", r.name));
     s.push_str(
@@ -132,6 +131,36 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
         "- Training time: autoencoder {:.0} s ({} steps), classifier {:.0} s ({} steps).\n\n",
         r.autoencoder.seconds, r.autoencoder.steps, r.classifier.seconds, r.classifier.steps
     ));
+    match vc {
+        Some(_) => validation_section(r, &mut s),
+        None => {
+            s.push_str("## Validation metrics\n\nNone: this bundle was trained without a held-out validation split (the recipe's validation figures, from a run on the train split alone, are in `docs/RESULTS.md`).\n\nClustering encoders compared on the training split (k-means on training features; the best mean of Hungarian accuracy and NMI ships):\n\n| encoder | L2 | dim | Hungarian | majority | NMI | ARI |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+            for v in &r.encoder_comparison {
+                let m = &v.train;
+                s.push_str(&format!(
+                    "| {:?} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+                    v.encoder, v.l2_normalize, v.dim, m.hungarian_acc, m.majority_acc, m.nmi, m.ari
+                ));
+            }
+            s.push('\n');
+        }
+    }
+    s.push_str(&format!(
+        "## Export parity\n\nMax |tch - tract| on {} images: encoder {:.2e}, classifier {:.2e} (tolerance {:.0e}).\n\n",
+        r.encoder_parity.images, r.encoder_parity.max_abs_diff, r.classifier_parity.max_abs_diff, r.config.parity_tolerance
+    ));
+    s.push_str("## Files\n\n| file | bytes |\n| --- | --- |\n");
+    for (f, b) in &r.files {
+        s.push_str(&format!("| {f} | {b} |\n"));
+    }
+    s.push_str("\n## Limits\n\nValidation (sols 182-564) is easier than later sols; test-split figures are measured separately.\n");
+    s
+}
+
+/// The validation tables of the model card (a run with a validation split).
+fn validation_section(r: &RunReport, s: &mut String) {
+    let vc = r.validation_classification.as_ref();
+    let vk = r.validation_clustering.as_ref();
     s.push_str("## Validation metrics (tch, f32)\n\n| metric | value |\n| --- | --- |\n");
     s.push_str(&format!("| top-1 | {} |\n", fmt_opt(vc.map(|m| m.top1))));
     s.push_str(&format!(
@@ -171,14 +200,4 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
         }
         s.push('\n');
     }
-    s.push_str(&format!(
-        "## Export parity\n\nMax |tch - tract| on {} images: encoder {:.2e}, classifier {:.2e} (tolerance {:.0e}).\n\n",
-        r.encoder_parity.images, r.encoder_parity.max_abs_diff, r.classifier_parity.max_abs_diff, r.config.parity_tolerance
-    ));
-    s.push_str("## Files\n\n| file | bytes |\n| --- | --- |\n");
-    for (f, b) in &r.files {
-        s.push_str(&format!("| {f} | {b} |\n"));
-    }
-    s.push_str("\n## Limits\n\nValidation (sols 182-564) is easier than later sols; test-split figures are measured separately.\n");
-    s
 }

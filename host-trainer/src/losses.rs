@@ -1,4 +1,4 @@
-//! Contrastive objectives of the semi-supervised classifier (METHODS.md, seed B). Every loss
+//! Contrastive objectives of the semi-supervised classifier (Wang et al., Semi-supervised learning for Mars imagery classification). Every loss
 //! takes two views' projections `z1`, `z2` `[n, d]` (row i of both comes from the same image)
 //! and returns a scalar.
 

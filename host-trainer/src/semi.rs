@@ -1,4 +1,4 @@
-//! The semi-supervised contrastive classifier (METHODS.md, seed B): a backbone (ImageNet
+//! The semi-supervised contrastive classifier (Wang et al., Semi-supervised learning for Mars imagery classification): a backbone (ImageNet
 //! EfficientNet-Lite0 or a small CNN from scratch) with a linear classification head and two
 //! 2-layer MLP projection heads, `H_s` (labeled, `L_s`) and `H_u` (unlabeled, `L_u`).
 //! Variables live in three optimizer groups: [`GROUP_HEAD`], [`GROUP_BACKBONE`],

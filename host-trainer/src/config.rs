@@ -46,6 +46,12 @@ pub struct TrainConfig {
     pub l2_normalize: bool,
     /// Features that feed k-means: autoencoder, classifier, or auto (best on validation).
     pub cluster_encoder: crate::encoders::ClusterEncoder,
+    /// PCA-whiten features before clustering (for a fixed `cluster_encoder`; `auto` tries both).
+    #[serde(default)]
+    pub whiten: bool,
+    /// Components kept by whitening.
+    #[serde(default = "default_whiten_components")]
+    pub whiten_components: usize,
     /// Autoencoder stage.
     pub autoencoder: StageConfig,
     /// Classifier stage.
@@ -70,6 +76,10 @@ pub struct TrainConfig {
     /// stage and `classifier_channels`).
     #[serde(default)]
     pub semi: Option<crate::semi::SemiConfig>,
+}
+
+fn default_whiten_components() -> usize {
+    64
 }
 
 impl Default for TrainConfig {
@@ -102,6 +112,8 @@ impl Default for TrainConfig {
             kmeans_tol: 1e-5,
             l2_normalize: true,
             cluster_encoder: crate::encoders::ClusterEncoder::Auto,
+            whiten: false,
+            whiten_components: default_whiten_components(),
             autoencoder: StageConfig {
                 epochs: 25,
                 batch_size: 64,
@@ -172,6 +184,10 @@ impl TrainConfig {
             );
         }
         anyhow::ensure!(self.threads > 0, "threads must be positive");
+        anyhow::ensure!(
+            self.whiten_components > 0,
+            "whiten_components must be positive"
+        );
         if let Some(s) = &self.semi {
             s.validate()?;
             anyhow::ensure!(

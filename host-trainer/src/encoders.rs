@@ -9,6 +9,7 @@ use crate::evaluate::{self, ClusterMetrics};
 use crate::export::Op;
 use crate::model::{Encoder, Forward, Trunk};
 use crate::semi::SemiTrunk;
+use crate::whiten::Whitening;
 
 /// Which features feed k-means and the onboard nearest-centroid step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +30,11 @@ pub enum ClusterEncoder {
 pub struct Variant {
     /// `autoencoder` or `classifier`.
     pub encoder: ClusterEncoder,
-    /// Whether features were L2-normalized.
+    /// Whether features were L2-normalized (after whitening, when both).
     pub l2_normalize: bool,
+    /// Whether features were PCA-whitened (to `dim` components).
+    #[serde(default)]
+    pub whiten: bool,
     /// Feature dimension.
     pub dim: usize,
     /// k-means on the training features, scored against the training labels.
@@ -106,23 +110,56 @@ pub struct Fitted {
     pub train_features: Vec<f32>,
     /// Nearest-centroid assignment of the validation features, if any.
     pub validation_assignment: Option<Vec<usize>>,
+    /// The whitening fitted on the training features, for a whitened variant.
+    pub whitening: Option<Whitening>,
 }
 
-/// Fits k-means for one encoder and normalization and scores it.
+/// Features of `images` through `source`, whitened when `w` is given, then L2-normalized when
+/// asked; returns them with their dimension.
+fn transformed(
+    source: &Source<'_>,
+    images: &Tensor,
+    device: Device,
+    w: Option<&Whitening>,
+    l2: bool,
+) -> (Vec<f32>, usize) {
+    let (raw, dim) = source.features(images, device, false);
+    let (mut f, d) = match w {
+        Some(w) => (w.apply(&raw), w.components()),
+        None => (raw, dim),
+    };
+    if l2 {
+        for row in f.chunks_exact_mut(d) {
+            onboard::pipeline::l2_normalize(row);
+        }
+    }
+    (f, d)
+}
+
+/// Fits k-means for one encoder, whitening (`Some(components)`) and normalization, and scores
+/// it.
 pub fn fit_variant(
     source: &Source<'_>,
     l2: bool,
+    whiten: Option<usize>,
     train: (&Tensor, &[usize]),
     validation: Option<(&Tensor, &[usize])>,
     km: &KMeansConfig,
     device: Device,
 ) -> anyhow::Result<Fitted> {
-    let (feats, dim) = source.features(train.0, device, l2);
+    let whitening = match whiten {
+        Some(r) => {
+            let (raw, dim) = source.features(train.0, device, false);
+            Some(Whitening::fit(&raw, dim, r)?)
+        }
+        None => None,
+    };
+    let (feats, dim) = transformed(source, train.0, device, whitening.as_ref(), l2);
     let kmeans = cluster::fit(&feats, dim, km)?;
     let train_m = evaluate::clustering(train.1, &kmeans.assignment, km.k);
     let (validation_m, validation_assignment) = match validation {
         Some((images, truth)) => {
-            let (vf, _) = source.features(images, device, l2);
+            let (vf, _) = transformed(source, images, device, whitening.as_ref(), l2);
             let assign: Vec<usize> = vf
                 .chunks_exact(dim)
                 .map(|p| cluster::nearest(p, &kmeans.centroids, dim).0)
@@ -138,6 +175,7 @@ pub fn fit_variant(
         variant: Variant {
             encoder: source.kind(),
             l2_normalize: l2,
+            whiten: whitening.is_some(),
             dim,
             train: train_m,
             validation: validation_m,
@@ -145,5 +183,6 @@ pub fn fit_variant(
         kmeans,
         train_features: feats,
         validation_assignment,
+        whitening,
     })
 }

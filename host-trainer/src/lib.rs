@@ -25,3 +25,4 @@ pub mod semi;
 pub mod semi_run;
 pub mod semi_train;
 pub mod train;
+pub mod whiten;

@@ -23,6 +23,7 @@ use crate::report::{self, RunReport};
 use crate::semi::{Backbone, SemiNet};
 use crate::semi_train::{SemiData, SemiHistory};
 use crate::train;
+use crate::whiten::Whitening;
 
 /// Inputs of a training run.
 #[derive(Debug, Clone)]
@@ -377,13 +378,22 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let train_truth = train_set.labels_usize();
     let val_truth = val_set.as_ref().map(ImageSet::labels_usize);
     let sources = [Source::Autoencoder(&ae.encoder), trained.source(n)];
-    let variants: Vec<(usize, bool)> = match cfg.cluster_encoder {
-        ClusterEncoder::Auto => vec![(0, false), (0, true), (1, false), (1, true)],
-        ClusterEncoder::Autoencoder => vec![(0, cfg.l2_normalize)],
-        ClusterEncoder::Classifier => vec![(1, cfg.l2_normalize)],
+    let variants: Vec<(usize, bool, bool)> = match cfg.cluster_encoder {
+        ClusterEncoder::Auto => (0..2)
+            .flat_map(|si| {
+                [
+                    (si, false, false),
+                    (si, true, false),
+                    (si, false, true),
+                    (si, true, true),
+                ]
+            })
+            .collect(),
+        ClusterEncoder::Autoencoder => vec![(0, cfg.l2_normalize, cfg.whiten)],
+        ClusterEncoder::Classifier => vec![(1, cfg.l2_normalize, cfg.whiten)],
     };
     let mut fitted = Vec::new();
-    for (si, l2) in variants {
+    for (si, l2, whiten) in variants {
         let val = val_set
             .as_ref()
             .zip(val_truth.as_deref())
@@ -391,6 +401,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         let f = encoders::fit_variant(
             &sources[si],
             l2,
+            whiten.then_some(cfg.whiten_components),
             (&train_set.images, &train_truth),
             val,
             &km_cfg,
@@ -398,8 +409,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         )
         .context("clustering the training features")?;
         eprintln!(
-            "clustering {:?} (l2 {}): score {:.4}",
+            "clustering {:?} (whiten {}, l2 {}): score {:.4}",
             f.variant.encoder,
+            f.variant.whiten,
             f.variant.l2_normalize,
             f.variant.score()
         );
@@ -459,9 +471,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle".into());
     let image_shape = [1, 3, n, n];
+    let mut enc_ops = source.ops();
+    enc_ops.extend(chosen.whitening.as_ref().map(Whitening::op));
     let enc_entry = staging.write_graph(
         GraphRole::Encoder,
-        &source.ops(),
+        &enc_ops,
         (GraphInput::Image, &image_shape),
         dim,
         match source.kind() {
@@ -469,9 +483,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
             _ => "autoencoder encoder: image -> latent",
         },
     )?;
-    // When k-means runs on the classifier's own features, the classifier graph is only its
-    // head and reads the encoder's output: the backbone runs once per image on board.
-    let shared = source.kind() == ClusterEncoder::Classifier;
+    // When k-means runs on the classifier's own (unwhitened) features, the classifier graph is
+    // only its head and reads the encoder's output: the backbone runs once per image on board.
+    let shared = source.kind() == ClusterEncoder::Classifier && chosen.whitening.is_none();
     let (head_ops, head) = trained.head();
     let cls_entry = if shared {
         staging.write_graph(
@@ -491,13 +505,26 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         )?
     };
     let parity_images = val_set.as_ref().map_or(&train_set.images, |v| &v.images);
-    let encoder_parity = evaluate::parity(
-        source.module(),
-        &staging.dir.join(&enc_entry.file),
-        parity_images,
-        cfg.parity_images,
-        device,
-    )?;
+    let enc_file = staging.dir.join(&enc_entry.file);
+    let encoder_parity = match &chosen.whitening {
+        Some(w) => {
+            let whitened = w.after(source.module());
+            evaluate::parity(
+                &whitened,
+                &enc_file,
+                parity_images,
+                cfg.parity_images,
+                device,
+            )?
+        }
+        None => evaluate::parity(
+            source.module(),
+            &enc_file,
+            parity_images,
+            cfg.parity_images,
+            device,
+        )?,
+    };
     let classifier_parity = if shared {
         let count = (cfg.parity_images as i64).min(parity_images.size()[0]);
         let features = evaluate::infer(source.module(), &parity_images.narrow(0, 0, count), device);

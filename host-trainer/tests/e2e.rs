@@ -40,6 +40,10 @@ fn tiny_config() -> TrainConfig {
             ..d.classifier.clone()
         },
         parity_images: 16,
+        // The whitened autoencoder latent: exercises the whitening Gemm in the exported encoder.
+        cluster_encoder: host_trainer::encoders::ClusterEncoder::Autoencoder,
+        whiten: true,
+        whiten_components: 16,
         ..d
     }
 }
@@ -76,6 +80,7 @@ fn train_export_check_and_eval() {
         command: "e2e test".into(),
     };
     let report = run::run(&opts).expect("training runs");
+    assert!(report.cluster_encoder.whiten && report.cluster_encoder.dim == 16);
     assert!(report.encoder_parity.max_abs_diff <= 1e-4 && report.encoder_parity.images == 16);
     assert!(report.classifier_parity.max_abs_diff <= 1e-4);
     assert!(tmp.path().join("run/autoencoder.safetensors").is_file());

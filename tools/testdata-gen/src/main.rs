@@ -207,6 +207,26 @@ fn patch_jpeg_size(jpeg: &mut [u8], width: u16, height: u16) -> anyhow::Result<(
     Ok(())
 }
 
+/// `img` as a 4-component (CMYK, as Adobe writes it) baseline JPEG.
+fn cmyk_jpeg(img: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let cmyk: Vec<u8> = img
+        .pixels()
+        .flat_map(|p| {
+            // R = (1 - C)(1 - K), as decoders invert it: K = 1 - max, C = 1 - R / max.
+            let [r, g, b] = p.0.map(f32::from);
+            let max = r.max(g).max(b).max(1.0);
+            let ink = |v: f32| (255.0 * (1.0 - v / max)).round() as u8;
+            [ink(r), ink(g), ink(b), (255.0 - max).round() as u8]
+        })
+        .collect();
+    let mut out = Vec::new();
+    let (w, h) = (u16::try_from(img.width())?, u16::try_from(img.height())?);
+    jpeg_encoder::Encoder::new(&mut out, 90)
+        .encode(&cmyk, w, h, jpeg_encoder::ColorType::Cmyk)
+        .context("encoding the CMYK JPEG")?;
+    Ok(out)
+}
+
 /// Writes the bad-input corpus into `dir`; returns the file names. Each name says what the file
 /// is; `testdata/bad/README.md` lists the expected outcome of each.
 pub fn write_bad(dir: &Path) -> anyhow::Result<Vec<String>> {
@@ -244,6 +264,7 @@ pub fn write_bad(dir: &Path) -> anyhow::Result<Vec<String>> {
         ("huge_header.JPG", huge),
         ("grayscale.JPG", encode(&gray, ImageFormat::Jpeg)?),
         ("sixteen_bit.png", encode(&sixteen, ImageFormat::Png)?),
+        ("cmyk.JPG", cmyk_jpeg(&scene.to_rgb8())?),
     ];
     let mut names = Vec::new();
     for (name, bytes) in files {
@@ -274,6 +295,24 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cmyk_jpeg_decodes_to_the_scene_colors() {
+        let mut rng = ChaCha8Rng::seed_from_u64(77);
+        let scene = draw(Scene::Horizon, &mut rng);
+        let decoded = image::load_from_memory(&cmyk_jpeg(&scene).unwrap())
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(decoded.dimensions(), scene.dimensions());
+        let diff: f64 = decoded
+            .as_raw()
+            .iter()
+            .zip(scene.as_raw())
+            .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+            .sum::<f64>()
+            / scene.as_raw().len() as f64;
+        assert!(diff < 8.0, "mean |decoded - scene| = {diff}");
+    }
 
     #[test]
     fn committed_bad_set_matches_the_generator() {

@@ -1,6 +1,7 @@
 //! tract runtime for the bundle's ONNX graphs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
@@ -46,6 +47,8 @@ pub struct Graph {
     shape: Vec<usize>,
     output_dim: usize,
     state: TypedSimpleState,
+    /// Input tensor reused from run to run (refilled in place once tract has released it).
+    input: Arc<Tensor>,
 }
 
 impl Graph {
@@ -89,11 +92,13 @@ impl Graph {
             .and_then(|m| m.into_runnable())
             .map_err(load_err)?;
         let state = plan.spawn().map_err(load_err)?;
+        let input = Arc::new(Tensor::zero::<f32>(shape).map_err(load_err)?);
         let mut g = Self {
             path: path.to_path_buf(),
             shape: shape.to_vec(),
             output_dim,
             state,
+            input,
         };
         let zeros = vec![0.0f32; shape.iter().product()];
         let mut out = vec![0.0f32; output_dim];
@@ -107,11 +112,23 @@ impl Graph {
             path: self.path.clone(),
             message,
         };
-        let tensor =
-            Tensor::from_shape(&self.shape, input).map_err(|e| run_err(format!("{e:#}")))?;
+        match Arc::get_mut(&mut self.input) {
+            Some(t) if t.len() == input.len() => t
+                .try_as_plain_ram_mut()
+                .and_then(|mut v| {
+                    v.as_slice_mut::<f32>()?.copy_from_slice(input);
+                    Ok(())
+                })
+                .map_err(|e| run_err(format!("{e:#}")))?,
+            _ => {
+                let t = Tensor::from_shape(&self.shape, input)
+                    .map_err(|e| run_err(format!("{e:#}")))?;
+                self.input = Arc::new(t);
+            }
+        }
         let outputs = self
             .state
-            .run(tvec!(tensor.into_tvalue()))
+            .run(tvec!(self.input.clone().into_tvalue()))
             .map_err(|e| run_err(format!("{e:#}")))?;
         let first = outputs
             .first()

@@ -53,13 +53,9 @@ impl Default for PlannerConfig {
 }
 
 impl PlannerConfig {
-    /// Reads the optional `[planner]` table of a values TOML file (defaults when absent).
-    pub fn from_values_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    /// The optional `[planner]` table of a parsed values file (defaults when absent); `path`
+    /// names the file in errors.
+    pub fn from_table(doc: &toml::Table, path: &Path) -> Result<Self, String> {
         match doc.get("planner") {
             None => Ok(Self::default()),
             Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {

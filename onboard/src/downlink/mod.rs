@@ -7,7 +7,7 @@
 
 mod values;
 
-pub use values::{read_values, ValuesError};
+pub use values::{load_table, read_values, values_from, ValuesError};
 
 /// One benchmark item.
 #[derive(Debug, Clone, PartialEq)]

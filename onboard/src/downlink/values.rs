@@ -41,17 +41,34 @@ pub fn read_values(
     classes: &[String],
     default: impl Fn(usize) -> f64,
 ) -> Result<Vec<f64>, ValuesError> {
+    values_from(&load_table(path)?, path, classes, default)
+}
+
+/// Reads and parses a values file (TOML) as a table.
+pub fn load_table(path: &Path) -> Result<toml::Table, ValuesError> {
     let text = std::fs::read_to_string(path).map_err(|source| ValuesError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| ValuesError::Format {
+            path: path.to_path_buf(),
+            what: e.message().to_string(),
+        })
+}
+
+/// The `[values]` table of a parsed values file (`path` names it in errors), as in
+/// [`read_values`].
+pub fn values_from(
+    doc: &toml::Table,
+    path: &Path,
+    classes: &[String],
+    default: impl Fn(usize) -> f64,
+) -> Result<Vec<f64>, ValuesError> {
     let fmt = |what: String| ValuesError::Format {
         path: path.to_path_buf(),
         what,
     };
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| fmt(e.message().to_string()))?;
     let table = doc
         .get("values")
         .and_then(|v| v.as_table())

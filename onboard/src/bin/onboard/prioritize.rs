@@ -72,8 +72,11 @@ pub fn values_and_planner(
         ));
     };
     let names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
-    let v = onboard::downlink::read_values(path, &names, |i| f64::from(classes[i].science_value))?;
-    let planner = PlannerConfig::from_values_file(path).map_err(anyhow::Error::msg)?;
+    let doc = onboard::downlink::load_table(path)?;
+    let v = onboard::downlink::values_from(&doc, path, &names, |i| {
+        f64::from(classes[i].science_value)
+    })?;
+    let planner = PlannerConfig::from_table(&doc, path).map_err(anyhow::Error::msg)?;
     Ok((v.iter().map(|&x| x as f32).collect(), planner))
 }
 

@@ -221,26 +221,7 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        let version: VersionProbe =
-            serde_json::from_slice(&text).map_err(|source| BundleError::Parse {
-                path: path.clone(),
-                source,
-            })?;
-        if version.format_version != FORMAT_VERSION {
-            return Err(BundleError::Version {
-                path,
-                found: version.format_version,
-            });
-        }
-        let manifest: Manifest =
-            serde_json::from_slice(&text).map_err(|source| BundleError::Parse {
-                path: path.clone(),
-                source,
-            })?;
-        manifest.validate().map_err(|what| BundleError::Invalid {
-            path: path.clone(),
-            what,
-        })?;
+        let manifest = Manifest::parse(&path, &text)?;
         for g in &manifest.graphs {
             let gp = dir.join(&g.file);
             let found = sha256_file(&gp)?;
@@ -278,6 +259,32 @@ struct VersionProbe {
 }
 
 impl Manifest {
+    /// Parses and validates manifest bytes (read from `path`, named in errors): the format
+    /// version first, then the whole manifest, then [`Self::validate`].
+    pub fn parse(path: &Path, text: &[u8]) -> Result<Self, BundleError> {
+        let version: VersionProbe =
+            serde_json::from_slice(text).map_err(|source| BundleError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(BundleError::Version {
+                path: path.to_path_buf(),
+                found: version.format_version,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(text).map_err(|source| BundleError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        manifest.validate().map_err(|what| BundleError::Invalid {
+            path: path.to_path_buf(),
+            what,
+        })?;
+        Ok(manifest)
+    }
+
     /// Checks internal consistency; returns what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let i = &self.input;

@@ -506,3 +506,99 @@ fn bench_reports_stages_and_an_allocation_free_core() {
     assert!(ms["total"].as_f64().unwrap() >= ms["encoder"].as_f64().unwrap());
     assert!(doc["peak_rss_kib"].as_u64().unwrap() > 0);
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn read_only_journal_is_a_clear_error_and_keeps_the_last_good_state() {
+    // Everything the run needs lives in a world-readable folder, so that as root the second run
+    // can drop to an unprivileged user (root ignores file permissions).
+    let tmp = tempfile::tempdir().unwrap();
+    chmod(tmp.path(), 0o755);
+    let (images, model, state) = (
+        tmp.path().join("images"),
+        tmp.path().join("model"),
+        tmp.path().join("state"),
+    );
+    copy_tree(&root().join("models/default"), &model);
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let pass: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for p in pass.iter().take(3) {
+        std::fs::copy(p, images.join(p.file_name().unwrap())).unwrap();
+    }
+    let journal = state.join("decisions.jsonl");
+    let args = |j: &Path| {
+        vec![
+            "prioritize".to_string(),
+            images.display().to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--journal".into(),
+            j.display().to_string(),
+        ]
+    };
+    let first = onboard_cmd().args(args(&journal)).output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let good = std::fs::read(&journal).unwrap();
+    assert_eq!(String::from_utf8_lossy(&good).lines().count(), 3);
+
+    let late = pass.iter().nth(3).unwrap();
+    std::fs::copy(late, images.join(late.file_name().unwrap())).unwrap();
+    for p in [&images, &model] {
+        chmod(p, 0o755);
+    }
+    chmod(&journal, 0o444);
+    chmod(&state, 0o555);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let out = if is_root {
+        let bin = tmp.path().join("onboard");
+        std::fs::copy(env!("CARGO_BIN_EXE_onboard"), &bin).unwrap();
+        chmod(&bin, 0o755);
+        let runner = std::env::var("ONBOARD_TEST_RUNNER").unwrap_or_default();
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(runner.split_whitespace())
+            .arg(&bin)
+            .args(args(&journal))
+            .current_dir(tmp.path())
+            .output()
+            .expect("setpriv runs")
+    } else {
+        onboard_cmd().args(args(&journal)).output().unwrap()
+    };
+    chmod(&state, 0o755);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("decisions.jsonl") && stderr.contains("cannot open the journal"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        good,
+        "the last good state changed"
+    );
+}

@@ -561,7 +561,7 @@ fn read_only_journal_is_a_clear_error_and_keeps_the_last_good_state() {
     let good = std::fs::read(&journal).unwrap();
     assert_eq!(String::from_utf8_lossy(&good).lines().count(), 3);
 
-    let late = pass.iter().nth(3).unwrap();
+    let late = &pass[3];
     std::fs::copy(late, images.join(late.file_name().unwrap())).unwrap();
     for p in [&images, &model] {
         chmod(p, 0o755);

@@ -418,7 +418,10 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
         v.sort();
         v
     };
-    let n = 800;
+    // Under an emulator (ONBOARD_TEST_RUNNER) each image costs far more: fewer images still leave
+    // the pass unfinished at the kill.
+    let emulated = std::env::var("ONBOARD_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty());
+    let (n, at_kill) = if emulated { (120, 12) } else { (800, 40) };
     for i in 0..n {
         std::os::unix::fs::symlink(
             &fixtures[i % fixtures.len()],
@@ -447,7 +450,7 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
             .unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while lines(&journal) < 40 && std::time::Instant::now() < deadline {
+    while lines(&journal) < at_kill && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     child.kill().unwrap();
@@ -458,7 +461,7 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
     );
     let before = lines(&journal);
     assert!(
-        before >= 40 && before < n,
+        before >= at_kill && before < n,
         "journal had {before} records at the kill"
     );
 

@@ -153,7 +153,7 @@ fn broken_bundles_fail_before_any_image_with_the_file_named() {
         (
             "input shape",
             &|d: &Path| edit_manifest(d, &|v| v["input"]["width"] = 48.into()),
-            "the graph declares input [1, 3, 64, 64]",
+            "the graph declares input [1, 3, ",
         ),
         (
             "non-finite centroid",

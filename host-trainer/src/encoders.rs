@@ -63,13 +63,9 @@ pub enum Source<'a> {
 }
 
 impl Source<'_> {
-    /// Features `[n, d]` of `images`, L2-normalized when asked, and d.
-    pub fn features(&self, images: &Tensor, device: Device, l2: bool) -> (Vec<f32>, usize) {
-        match self {
-            Source::Autoencoder(e) => evaluate::latents(*e, images, device, l2),
-            Source::Classifier(t) => evaluate::latents(t, images, device, l2),
-            Source::Semi(t, _) => evaluate::latents(t, images, device, l2),
-        }
+    /// Raw features `[n, d]` of `images`, and d.
+    pub fn features(&self, images: &Tensor, device: Device) -> (Vec<f32>, usize) {
+        evaluate::latents(self.module(), images, device, false)
     }
 
     /// The inference graph.
@@ -114,19 +110,44 @@ pub struct Fitted {
     pub whitening: Option<Whitening>,
 }
 
-/// Features of `images` through `source`, whitened when `w` is given, then L2-normalized when
-/// asked; returns them with their dimension.
-fn transformed(
-    source: &Source<'_>,
-    images: &Tensor,
-    device: Device,
-    w: Option<&Whitening>,
-    l2: bool,
-) -> (Vec<f32>, usize) {
-    let (raw, dim) = source.features(images, device, false);
+/// One encoder's raw features of the training and (when given) validation images, computed
+/// once and shared by every variant of that encoder.
+#[derive(Debug)]
+pub struct RawFeatures {
+    /// Which encoder produced them.
+    pub encoder: ClusterEncoder,
+    /// Training features, row-major `[n, dim]`.
+    pub train: Vec<f32>,
+    /// Validation features, row-major `[m, dim]`.
+    pub validation: Option<Vec<f32>>,
+    /// Feature dimension.
+    pub dim: usize,
+}
+
+impl RawFeatures {
+    /// Runs `source` over the training and validation images.
+    pub fn of(
+        source: &Source<'_>,
+        train: &Tensor,
+        validation: Option<&Tensor>,
+        device: Device,
+    ) -> Self {
+        let (train, dim) = source.features(train, device);
+        Self {
+            encoder: source.kind(),
+            train,
+            validation: validation.map(|v| source.features(v, device).0),
+            dim,
+        }
+    }
+}
+
+/// Raw features whitened when `w` is given, then L2-normalized when asked; returns them with
+/// their dimension.
+fn transformed(raw: &[f32], dim: usize, w: Option<&Whitening>, l2: bool) -> (Vec<f32>, usize) {
     let (mut f, d) = match w {
-        Some(w) => (w.apply(&raw), w.components()),
-        None => (raw, dim),
+        Some(w) => (w.apply(raw), w.components()),
+        None => (raw.to_vec(), dim),
     };
     if l2 {
         for row in f.chunks_exact_mut(d) {
@@ -136,30 +157,26 @@ fn transformed(
     (f, d)
 }
 
-/// Fits k-means for one encoder, whitening (`Some(components)`) and normalization, and scores
-/// it.
+/// Fits k-means for one encoder's features, whitening (`Some(components)`) and normalization,
+/// and scores it against `train_truth` (and `validation_truth` when validation features exist).
 pub fn fit_variant(
-    source: &Source<'_>,
+    raw: &RawFeatures,
     l2: bool,
     whiten: Option<usize>,
-    train: (&Tensor, &[usize]),
-    validation: Option<(&Tensor, &[usize])>,
+    train_truth: &[usize],
+    validation_truth: Option<&[usize]>,
     km: &KMeansConfig,
-    device: Device,
 ) -> anyhow::Result<Fitted> {
     let whitening = match whiten {
-        Some(r) => {
-            let (raw, dim) = source.features(train.0, device, false);
-            Some(Whitening::fit(&raw, dim, r)?)
-        }
+        Some(r) => Some(Whitening::fit(&raw.train, raw.dim, r)?),
         None => None,
     };
-    let (feats, dim) = transformed(source, train.0, device, whitening.as_ref(), l2);
+    let (feats, dim) = transformed(&raw.train, raw.dim, whitening.as_ref(), l2);
     let kmeans = cluster::fit(&feats, dim, km)?;
-    let train_m = evaluate::clustering(train.1, &kmeans.assignment, km.k);
-    let (validation_m, validation_assignment) = match validation {
-        Some((images, truth)) => {
-            let (vf, _) = transformed(source, images, device, whitening.as_ref(), l2);
+    let train_m = evaluate::clustering(train_truth, &kmeans.assignment, km.k);
+    let (validation_m, validation_assignment) = match (&raw.validation, validation_truth) {
+        (Some(v), Some(truth)) => {
+            let (vf, _) = transformed(v, raw.dim, whitening.as_ref(), l2);
             let assign: Vec<usize> = vf
                 .chunks_exact(dim)
                 .map(|p| cluster::nearest(p, &kmeans.centroids, dim).0)
@@ -169,11 +186,11 @@ pub fn fit_variant(
                 Some(assign),
             )
         }
-        None => (None, None),
+        _ => (None, None),
     };
     Ok(Fitted {
         variant: Variant {
-            encoder: source.kind(),
+            encoder: raw.encoder,
             l2_normalize: l2,
             whiten: whitening.is_some(),
             dim,

@@ -393,19 +393,19 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         ClusterEncoder::Classifier => vec![(1, cfg.l2_normalize, cfg.whiten)],
     };
     let mut fitted = Vec::new();
+    let mut raw: [Option<encoders::RawFeatures>; 2] = [None, None];
     for (si, l2, whiten) in variants {
-        let val = val_set
-            .as_ref()
-            .zip(val_truth.as_deref())
-            .map(|(v, t)| (&v.images, t));
+        let features = raw[si].get_or_insert_with(|| {
+            let val = val_set.as_ref().map(|v| &v.images);
+            encoders::RawFeatures::of(&sources[si], &train_set.images, val, device)
+        });
         let f = encoders::fit_variant(
-            &sources[si],
+            features,
             l2,
             whiten.then_some(cfg.whiten_components),
-            (&train_set.images, &train_truth),
-            val,
+            &train_truth,
+            val_truth.as_deref(),
             &km_cfg,
-            device,
         )
         .context("clustering the training features")?;
         eprintln!(

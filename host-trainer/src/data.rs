@@ -170,6 +170,22 @@ pub fn load_images(
     })
 }
 
+/// Loads several labeled split files (as [`load_split`]) into one set, in the given order.
+pub fn load_splits(
+    root: &Path,
+    splits: &[String],
+    spec: &InputSpec,
+    limit: Option<usize>,
+    n_classes: usize,
+) -> anyhow::Result<ImageSet> {
+    let mut sets = Vec::new();
+    for split in splits {
+        sets.push(load_split(root, split, spec, limit, n_classes)?);
+    }
+    anyhow::ensure!(!sets.is_empty(), "no training split given");
+    Ok(concat(sets))
+}
+
 /// Concatenates image sets (e.g. several unlabeled sources).
 pub fn concat(sets: Vec<ImageSet>) -> ImageSet {
     let images = Tensor::cat(&sets.iter().map(|s| &s.images).collect::<Vec<_>>(), 0);

@@ -154,6 +154,38 @@ pub fn heatmap(
         .with_context(|| format!("{}: cannot write figure", path.display()))
 }
 
+/// Confusion-matrix PNG of `pred` against `truth`: one row per class present in `truth`
+/// (named), one column per class id.
+pub fn confusion(
+    path: &Path,
+    title: &str,
+    classes: &[String],
+    truth: &[usize],
+    pred: &[usize],
+) -> anyhow::Result<()> {
+    let present: Vec<usize> = (0..classes.len()).filter(|c| truth.contains(c)).collect();
+    let table = onboard::metrics::contingency(truth, pred);
+    let rows: Vec<String> = present.iter().map(|&c| classes[c].clone()).collect();
+    let counts: Vec<Vec<u64>> = present
+        .iter()
+        .map(|&c| {
+            (0..classes.len())
+                .map(|j| table.get(c).and_then(|r| r.get(j)).copied().unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    let ids: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
+    heatmap(
+        path,
+        title,
+        "true class",
+        "predicted class id",
+        &rows,
+        &ids,
+        &counts,
+    )
+}
+
 /// Montage of sample images per cluster, each row captioned with the cluster's majority class.
 /// `samples[k]` lists up to a few image paths of cluster k.
 pub fn cluster_montage(

@@ -20,7 +20,7 @@ use crate::evaluate;
 use crate::figures;
 use crate::model::{Autoencoder, Classifier, Forward};
 use crate::report::{self, RunReport};
-use crate::semi::{Backbone, SemiNet};
+use crate::semi::SemiNet;
 use crate::semi_train::{SemiData, SemiHistory};
 use crate::train;
 use crate::whiten::Whitening;
@@ -114,27 +114,14 @@ fn write_validation_figures(
     k: usize,
     majority: &[String],
 ) -> anyhow::Result<()> {
-    let present: Vec<usize> = (0..classes.len()).filter(|c| truth.contains(c)).collect();
-    let table = onboard::metrics::contingency(truth, pred);
-    let rows: Vec<String> = present.iter().map(|&c| classes[c].clone()).collect();
-    let counts: Vec<Vec<u64>> = present
-        .iter()
-        .map(|&c| {
-            (0..classes.len())
-                .map(|j| table.get(c).and_then(|r| r.get(j)).copied().unwrap_or(0))
-                .collect()
-        })
-        .collect();
-    let ids: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
-    figures::heatmap(
+    figures::confusion(
         &work.join("confusion_val.png"),
         "classifier confusion on validation",
-        "true class",
-        "predicted class id",
-        &rows,
-        &ids,
-        &counts,
+        classes,
+        truth,
+        pred,
     )?;
+    let ids: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
     let ct = onboard::metrics::contingency(assign, truth);
     let cl_rows: Vec<String> = (0..k)
         .map(|j| format!("{j}: {}", majority.get(j).cloned().unwrap_or_default()))
@@ -224,16 +211,7 @@ fn train_semi(
     let cfg = &opts.config;
     let semi = cfg.semi.as_ref().context("no semi-supervised config")?;
     let net = SemiNet::new(vs, semi, classes as i64);
-    let sha = match (semi.backbone, &opts.pretrained) {
-        (Backbone::EfficientnetLite0, Some(p)) => {
-            crate::effnet::load_pretrained(vs, "backbone.", p, &["_fc."])?;
-            Some(crate::semi_run::sha256_file(p)?)
-        }
-        (Backbone::EfficientnetLite0, None) => anyhow::bail!(
-            "the efficientnet-lite0 backbone needs --pretrained (the file scripts/setup.sh writes; $TRIAGE_EFFNET_LITE0)"
-        ),
-        (Backbone::SmallCnn, _) => None,
-    };
+    let sha = crate::semi_run::load_backbone(vs, semi, opts.pretrained.as_deref())?;
     let data = SemiData {
         images: &train_set.images,
         labels: &train_set.labels,
@@ -254,9 +232,11 @@ fn train_semi(
     Ok((net, history, sha))
 }
 
-fn save_weights(
+/// Saves `vs` as `dir/STEM.safetensors` (through a temporary file and a rename) and `cfg` as
+/// `dir/STEM.config.json` (atomically).
+pub fn save_weights(
     vs: &nn::VarStore,
-    cfg: &TrainConfig,
+    cfg: &impl serde::Serialize,
     dir: &Path,
     stem: &str,
 ) -> anyhow::Result<()> {
@@ -289,17 +269,13 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
 
     let classes = data::class_names(&opts.data)?;
     let spec = input_spec(cfg.input_size);
-    let mut train_sets = Vec::new();
-    for split in &opts.train_splits {
-        train_sets.push(data::load_split(
-            &opts.data,
-            split,
-            &spec,
-            cfg.limit_images,
-            classes.len(),
-        )?);
-    }
-    let train_set = data::concat(train_sets);
+    let train_set = data::load_splits(
+        &opts.data,
+        &opts.train_splits,
+        &spec,
+        cfg.limit_images,
+        classes.len(),
+    )?;
     let val_set: Option<ImageSet> = match &opts.val_split {
         Some(v) => Some(data::load_split(
             &opts.data,

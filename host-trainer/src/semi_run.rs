@@ -126,23 +126,24 @@ pub struct SemiReport {
     pub config: SemiRunConfig,
 }
 
-/// Lowercase hex sha256 of a file.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(format!("{:x}", sha2::Sha256::digest(bytes)))
-}
-
-fn checkpoint(vs: &nn::VarStore, cfg: &SemiRunConfig, work: &Path) -> anyhow::Result<()> {
-    let weights = work.join("semi.safetensors");
-    let tmp = work.join(".semi.safetensors.tmp");
-    vs.save(&tmp)
-        .with_context(|| format!("{}: cannot save weights", tmp.display()))?;
-    std::fs::rename(&tmp, &weights)
-        .with_context(|| format!("{}: cannot move weights into place", weights.display()))?;
-    let json = serde_json::to_string_pretty(cfg)?;
-    onboard::bundle::write_atomic(&work.join("semi.config.json"), json.as_bytes())
-        .with_context(|| format!("{}: cannot save the config", work.display()))
+/// Loads the ImageNet weights into an EfficientNet-Lite0 backbone built by [`SemiNet::new`]
+/// in `vs`; returns their sha256 (`None` for the small CNN, which starts from scratch).
+pub fn load_backbone(
+    vs: &nn::VarStore,
+    semi: &SemiConfig,
+    pretrained: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    match (semi.backbone, pretrained) {
+        (Backbone::EfficientnetLite0, Some(p)) => {
+            let set = effnet::load_pretrained(vs, "backbone.", p, &["_fc."])?;
+            eprintln!("pretrained: {set} tensors from {}", p.display());
+            Ok(Some(onboard::bundle::sha256_file(p)?))
+        }
+        (Backbone::EfficientnetLite0, None) => anyhow::bail!(
+            "the efficientnet-lite0 backbone needs --pretrained (the file scripts/setup.sh writes; $TRIAGE_EFFNET_LITE0)"
+        ),
+        (Backbone::SmallCnn, _) => Ok(None),
+    }
 }
 
 /// Runs training, evaluation and export; returns the report (also written to disk).
@@ -156,12 +157,13 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
         .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
     let classes = data::class_names(&opts.data)?;
     let spec = run::input_spec(cfg.input_size);
-    let mut sets = Vec::new();
-    for split in &opts.train_splits {
-        let set = data::load_split(&opts.data, split, &spec, cfg.limit_images, classes.len())?;
-        sets.push(set);
-    }
-    let train = data::concat(sets);
+    let train = data::load_splits(
+        &opts.data,
+        &opts.train_splits,
+        &spec,
+        cfg.limit_images,
+        classes.len(),
+    )?;
     let val: Option<ImageSet> = match &opts.val_split {
         Some(v) => Some(data::load_split(
             &opts.data,
@@ -194,17 +196,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
 
     let vs = nn::VarStore::new(device);
     let net = SemiNet::new(&vs, &cfg.semi, classes.len() as i64);
-    let pretrained_sha256 = match (cfg.semi.backbone, &opts.pretrained) {
-        (Backbone::EfficientnetLite0, Some(p)) => {
-            let set = effnet::load_pretrained(&vs, "backbone.", p, &["_fc."])?;
-            eprintln!("pretrained: {set} tensors from {}", p.display());
-            Some(sha256_file(p)?)
-        }
-        (Backbone::EfficientnetLite0, None) => anyhow::bail!(
-            "the efficientnet-lite0 backbone needs --pretrained (the file scripts/setup.sh writes; $TRIAGE_EFFNET_LITE0)"
-        ),
-        (Backbone::SmallCnn, _) => None,
-    };
+    let pretrained_sha256 = load_backbone(&vs, &cfg.semi, opts.pretrained.as_deref())?;
 
     let val_truth = val.as_ref().map(ImageSet::labels_usize);
     let data = SemiData {
@@ -222,7 +214,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
         device,
         cfg.max_steps,
         |epoch, h| {
-            checkpoint(&vs, cfg, &opts.work)?;
+            run::save_weights(&vs, cfg, &opts.work, "semi")?;
             if let (true, Some(v), Some(t)) = (cfg.eval_every_epoch, &val, &val_truth) {
                 let pred = evaluate::predict(&net, &v.images, device);
                 let top1 = onboard::metrics::accuracy(t, &pred);
@@ -239,31 +231,17 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
             Ok(())
         },
     )?;
-    checkpoint(&vs, cfg, &opts.work)?;
+    run::save_weights(&vs, cfg, &opts.work, "semi")?;
 
     let validation = match (&val, &val_truth) {
         (Some(v), Some(t)) => {
             let pred = evaluate::predict(&net, &v.images, device);
-            let table = onboard::metrics::contingency(t, &pred);
-            let present: Vec<usize> = (0..classes.len()).filter(|c| t.contains(c)).collect();
-            let rows: Vec<String> = present.iter().map(|&c| classes[c].clone()).collect();
-            let ids: Vec<String> = (0..classes.len()).map(|c| c.to_string()).collect();
-            let counts: Vec<Vec<u64>> = present
-                .iter()
-                .map(|&c| {
-                    (0..classes.len())
-                        .map(|j| table.get(c).and_then(|r| r.get(j)).copied().unwrap_or(0))
-                        .collect()
-                })
-                .collect();
-            figures::heatmap(
+            figures::confusion(
                 &opts.work.join("confusion_val.png"),
                 "semi-supervised classifier on validation",
-                "true class",
-                "predicted class id",
-                &rows,
-                &ids,
-                &counts,
+                &classes,
+                t,
+                &pred,
             )?;
             Some(evaluate::classification(t, &pred, &classes))
         }

@@ -204,6 +204,9 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
         labels: &train.labels,
         unlabeled: Some(&unlabeled),
     };
+    // Predictions of the latest per-epoch evaluation: the weights do not change after the last
+    // epoch's callback, so they serve as the final validation predictions.
+    let mut last_pred: Option<Vec<usize>> = None;
     let history = semi_train::train_semi(
         &net,
         &vs,
@@ -219,6 +222,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
                 let pred = evaluate::predict(&net, &v.images, device);
                 let top1 = onboard::metrics::accuracy(t, &pred);
                 h.val_top1.push(top1);
+                last_pred = Some(pred);
                 eprintln!(
                     "epoch {}: loss {:.4} (cls {:.4}, contrastive {:.4}, unlabeled {:.4}), validation top1 {top1:.4}",
                     epoch + 1,
@@ -235,7 +239,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
 
     let validation = match (&val, &val_truth) {
         (Some(v), Some(t)) => {
-            let pred = evaluate::predict(&net, &v.images, device);
+            let pred = last_pred.unwrap_or_else(|| evaluate::predict(&net, &v.images, device));
             figures::confusion(
                 &opts.work.join("confusion_val.png"),
                 "semi-supervised classifier on validation",

@@ -38,6 +38,14 @@ fn fixed_input() -> Tensor {
     Tensor::from_slice(&v).view([1, 3, SIDE, SIDE])
 }
 
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 #[test]
 fn pretrained_weights_reproduce_the_package_logits() {
     let Some(file) = weights() else {
@@ -69,11 +77,7 @@ fn pretrained_weights_reproduce_the_package_logits() {
     let x = fixed_input();
     let logits = tch::no_grad(|| net.embed(&x, false).apply(&fc));
     let got = to_vec(&logits);
-    let max_diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max_diff = max_abs_diff(&got, &want);
     assert!(
         max_diff < 1e-3,
         "tch vs package logits: max diff {max_diff}"
@@ -97,11 +101,7 @@ fn pretrained_weights_reproduce_the_package_logits() {
         onboard::runtime::Graph::load(&onnx, SIDE as usize, SIDE as usize, 1000).unwrap();
     let mut out = vec![0f32; 1000];
     graph.run_into(&to_vec(&x), &mut out).unwrap();
-    let max_diff = out
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max_diff = max_abs_diff(&out, &want);
     assert!(
         max_diff < 2e-3,
         "tract vs package logits: max diff {max_diff}"

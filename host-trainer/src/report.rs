@@ -72,12 +72,13 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     );
     s.push_str("## What it is\n\n");
     s.push_str(&format!(
-        "- Clustering encoder: {} ({} features{}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {}. The autoencoder has channels {:?} and latent {}.\n",
+        "- Clustering encoder: {} ({} features{}{}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {}. The autoencoder has channels {:?} and latent {}.\n",
         match r.cluster_encoder.encoder {
             crate::encoders::ClusterEncoder::Classifier => "the classifier's pooled features",
             _ => "the autoencoder's latent",
         },
         r.cluster_encoder.dim,
+        if r.cluster_encoder.whiten { ", PCA-whitened" } else { "" },
         if r.cluster_encoder.l2_normalize { ", L2-normalized" } else { "" },
         r.config.input_size, r.config.input_size, r.config.k, r.config.ae_channels, r.config.latent_dim
     ));

@@ -21,11 +21,11 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for role in [GraphRole::Encoder, GraphRole::Classifier] {
         let (entry, path) = bundle.graph(role);
-        let (shape, x) = match entry.input {
-            GraphInput::Image => (vec![1, 3, h, w], &input),
-            GraphInput::Latent => (vec![1, bundle.manifest.latent_dim], &latent),
+        let x = match entry.input {
+            GraphInput::Image => &input,
+            GraphInput::Latent => &latent,
         };
-        let Ok(mut graph) = Graph::load_shaped(&path, &shape, entry.output_dim) else {
+        let Ok(mut graph) = Graph::load_role(&bundle, role) else {
             eprintln!("{}: does not load", path.display());
             continue;
         };

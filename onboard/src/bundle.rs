@@ -259,6 +259,15 @@ struct VersionProbe {
 }
 
 impl Manifest {
+    /// The input shape of graph `g`: `[1, 3, height, width]` for an image, `[1, latent_dim]` for
+    /// the encoder's output.
+    pub fn input_shape(&self, g: &GraphEntry) -> Vec<usize> {
+        match g.input {
+            GraphInput::Image => vec![1, 3, self.input.height as usize, self.input.width as usize],
+            GraphInput::Latent => vec![1, self.latent_dim],
+        }
+    }
+
     /// Parses and validates manifest bytes (read from `path`, named in errors): the format
     /// version first, then the whole manifest, then [`Self::validate`].
     pub fn parse(path: &Path, text: &[u8]) -> Result<Self, BundleError> {

@@ -72,15 +72,9 @@ impl Analyzer {
     pub fn new(bundle: Bundle) -> Result<Self, RuntimeError> {
         let m = &bundle.manifest;
         let (h, w) = (m.input.height as usize, m.input.width as usize);
-        let (enc, enc_path) = bundle.graph(GraphRole::Encoder);
-        let encoder = Graph::load(&enc_path, h, w, enc.output_dim)?;
-        let (cls, cls_path) = bundle.graph(GraphRole::Classifier);
-        let classifier = match cls.input {
-            GraphInput::Image => Graph::load(&cls_path, h, w, cls.output_dim)?,
-            GraphInput::Latent => {
-                Graph::load_shaped(&cls_path, &[1, m.latent_dim], cls.output_dim)?
-            }
-        };
+        let encoder = Graph::load_role(&bundle, GraphRole::Encoder)?;
+        let classifier = Graph::load_role(&bundle, GraphRole::Classifier)?;
+        let (cls, _) = bundle.graph(GraphRole::Classifier);
         let raw = if cls.input == GraphInput::Latent {
             m.latent_dim
         } else {

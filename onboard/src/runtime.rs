@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::bundle::{Bundle, GraphRole};
+
 use tract_onnx::prelude::*;
 
 /// Why a graph could not be loaded or run.
@@ -60,6 +62,12 @@ impl Graph {
         output_dim: usize,
     ) -> Result<Self, RuntimeError> {
         Self::load_shaped(path, &[1, 3, height, width], output_dim)
+    }
+
+    /// Loads the bundle's graph of `role` with the input shape its manifest entry declares.
+    pub fn load_role(bundle: &Bundle, role: GraphRole) -> Result<Self, RuntimeError> {
+        let (entry, path) = bundle.graph(role);
+        Self::load_shaped(&path, &bundle.manifest.input_shape(entry), entry.output_dim)
     }
 
     /// Loads `path`, fixes its input to `shape`, optimizes it, and checks with one zero input

@@ -28,11 +28,9 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<(Stri
         String::from_utf8_lossy(&res.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-    let spec = &bundle.manifest.input;
-    let (h, w) = (spec.height as usize, spec.width as usize);
-    let (enc, enc_path) = bundle.graph(GraphRole::Encoder);
+    let (enc, _) = bundle.graph(GraphRole::Encoder);
     let mut latent = vec![0f32; enc.output_dim];
-    onboard::runtime::Graph::load(&enc_path, h, w, enc.output_dim)
+    onboard::runtime::Graph::load_role(&bundle, GraphRole::Encoder)
         .unwrap()
         .run_into(x, &mut latent)
         .unwrap();
@@ -48,13 +46,11 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<(Stri
                 .iter()
                 .find(|e| e.file == file)
                 .unwrap();
-            let (shape, feed) = match entry.input {
-                GraphInput::Image => (vec![1, 3, h, w], x),
-                GraphInput::Latent => (vec![1, enc.output_dim], latent.as_slice()),
+            let feed = match entry.input {
+                GraphInput::Image => x,
+                GraphInput::Latent => latent.as_slice(),
             };
-            let mut graph =
-                onboard::runtime::Graph::load_shaped(&dir.join(file), &shape, entry.output_dim)
-                    .unwrap();
+            let mut graph = onboard::runtime::Graph::load_role(&bundle, entry.role).unwrap();
             let mut out = vec![0f32; entry.output_dim];
             graph.run_into(feed, &mut out).unwrap();
             let ort = g["output"].as_array().unwrap();

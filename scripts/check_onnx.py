@@ -1,12 +1,13 @@
 """Third-party checks of a model bundle's ONNX graphs.
 
-For every graph in BUNDLE/manifest.json: onnx.checker.check_model(full_check=True), then one
-run in ONNX Runtime (CPU, one thread) on the input tensor stored in INPUT (raw little-endian
-float32, shape [1, 3, H, W]; a graph whose manifest `input` is `latent` gets the encoder's
-output instead), printing one JSON object per graph with the output values so the
+For every graph in BUNDLE/manifest.json (every precision): onnx.checker.check_model(full_check=True),
+then one run in ONNX Runtime (CPU, one thread) on the input tensor stored in INPUT (raw
+little-endian float32, shape [1, 3, H, W]). A graph whose manifest `input` is `latent` gets the
+vector stored in LATENT (raw float32, [1, latent_dim]) when given, else the output of the
+encoder of the same precision. Prints one JSON object with every graph's output values so the
 caller can compare them with tract.
 
-usage: python check_onnx.py BUNDLE INPUT
+usage: python check_onnx.py BUNDLE INPUT [LATENT]
 """
 import json
 import sys
@@ -21,8 +22,11 @@ def main() -> int:
     manifest = json.load(open(f"{bundle}/manifest.json"))
     h, w = manifest["input"]["height"], manifest["input"]["width"]
     x = np.fromfile(input_path, dtype="<f4").reshape(1, 3, h, w)
+    given = None
+    if len(sys.argv) > 3:
+        given = np.fromfile(sys.argv[3], dtype="<f4").reshape(1, manifest["latent_dim"])
     results = []
-    latent = None
+    latents = {}
     graphs = sorted(manifest["graphs"], key=lambda g: g.get("input", "image") == "latent")
     for g in graphs:
         path = f"{bundle}/{g['file']}"
@@ -32,11 +36,15 @@ def main() -> int:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        feed = latent if g.get("input", "image") == "latent" else x
+        if g.get("input", "image") == "latent":
+            feed = given if given is not None else latents[g["precision"]]
+        else:
+            feed = x
         (y,) = sess.run(None, {sess.get_inputs()[0].name: feed})
         if g["role"] == "encoder":
-            latent = y.astype(np.float32)
-        results.append({"file": g["file"], "role": g["role"], "shape": list(y.shape),
+            latents[g["precision"]] = y.astype(np.float32)
+        results.append({"file": g["file"], "role": g["role"], "precision": g["precision"],
+                        "shape": list(y.shape),
                         "output": y.reshape(-1).astype(float).tolist()})
     print(json.dumps({"onnx": onnx.__version__, "onnxruntime": ort.__version__, "graphs": results}))
     return 0

@@ -51,17 +51,33 @@ pub enum Op {
     },
 }
 
-fn tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
+/// An f32 initializer.
+pub(crate) fn tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
+    raw_tensor(
+        name,
+        dims,
+        pb::tensor_proto::DataType::Float,
+        data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// An initializer of `dtype` from its little-endian bytes.
+pub(crate) fn raw_tensor(
+    name: &str,
+    dims: &[i64],
+    dtype: pb::tensor_proto::DataType,
+    raw_data: Vec<u8>,
+) -> pb::TensorProto {
     pb::TensorProto {
         name: name.to_string(),
         dims: dims.to_vec(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data_type: dtype as i32,
+        raw_data,
         ..Default::default()
     }
 }
 
-fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+pub(crate) fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.to_string(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
@@ -70,7 +86,7 @@ fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     }
 }
 
-fn int(name: &str, v: i64) -> pb::AttributeProto {
+pub(crate) fn int(name: &str, v: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.to_string(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -102,7 +118,7 @@ fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     }
 }
 
-fn node(
+pub(crate) fn node(
     op: &str,
     name: &str,
     inputs: &[&str],

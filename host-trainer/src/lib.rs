@@ -3,10 +3,11 @@
 //! Modules by concern: [`augment`] (seeded tensor augmentation), [`config`] (serde training configuration), [`data`] (MSL layout and
 //! image folders), [`model`] (autoencoder and classifier), [`train`] (training loops),
 //! [`cluster`] (k-means), [`evaluate`] (metrics on a labeled split), [`figures`] (PNG figures), [`export`] (ONNX
-//! writer), [`bundle_writer`] (bundle folder and model card), [`device`] (device choice).
+//! writer), [`calibrate`] and [`quantize`] (int8 post-training quantization), [`quantize_bundle`] (adds the int8 precisions to a bundle), [`bundle_writer`] (bundle folder and model card), [`device`] (device choice).
 
 pub mod augment;
 pub mod bundle_writer;
+pub mod calibrate;
 pub mod cluster;
 pub mod config;
 pub mod data;
@@ -19,6 +20,8 @@ pub mod figures;
 pub mod losses;
 pub mod model;
 pub mod progress;
+pub mod quantize;
+pub mod quantize_bundle;
 pub mod report;
 pub mod run;
 pub mod semi;

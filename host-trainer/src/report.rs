@@ -202,3 +202,76 @@ fn validation_section(r: &RunReport, s: &mut String) {
         s.push('\n');
     }
 }
+
+/// The model card `card` with its `## Precisions` section replaced by the measurements of `q`
+/// (inserted before `## Limits`, or appended). `val_in_training` says the validation images
+/// were part of the bundle's training data.
+pub fn with_precision_section(
+    card: &str,
+    q: &crate::quantize_bundle::QuantizeReport,
+    val_in_training: bool,
+) -> String {
+    const HEAD: &str = "## Precisions\n";
+    let mut kept = card.to_string();
+    if let Some(start) = kept.find(HEAD) {
+        let rest = &kept[start + HEAD.len()..];
+        let end = rest
+            .find("\n## ")
+            .map_or(kept.len(), |e| start + HEAD.len() + e + 1);
+        kept.replace_range(start..end, "");
+    }
+    let mut s = format!(
+        "{HEAD}\nDefault precision: **{}** ({}). Int8 activations are calibrated on the first {} images of `{}`; `host-trainer quantize` wrote these graphs and `quantization.json`.\n\n",
+        q.default_precision,
+        q.default_rule,
+        q.calibration_images,
+        q.config.calibration_split
+    );
+    s.push_str("| precision | encoder bytes | classifier bytes | top-1 | macro-F1 | cluster Hungarian | NMI | class agreement with f32 | cluster agreement with f32 | ms/image |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for r in &q.precisions {
+        let v = r.validation.as_ref();
+        let f = |x: Option<f64>| fmt_opt(x);
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.precision,
+            r.encoder_bytes,
+            r.classifier_bytes,
+            f(v.map(|v| v.top1)),
+            f(v.map(|v| v.macro_f1)),
+            f(v.map(|v| v.cluster_hungarian_acc)),
+            f(v.map(|v| v.nmi)),
+            f(v.map(|v| v.class_agreement_with_f32)),
+            f(v.map(|v| v.cluster_agreement_with_f32)),
+            v.map_or("-".into(), |v| format!("{:.2}", v.ms_per_image)),
+        ));
+    }
+    match (&q.validation_split, val_in_training) {
+        (Some(split), false) => s.push_str(&format!(
+            "\nMeasured on `{split}` through the onboard pipeline (tract, one thread, decode excluded).\n"
+        )),
+        (Some(split), true) => s.push_str(&format!(
+            "\nMeasured on `{split}` through the onboard pipeline (tract, one thread, decode excluded). These images were part of this bundle's training data: the rows compare precisions with each other, not with unseen data.\n"
+        )),
+        (None, _) => s.push_str("\nNo validation split was given: only sizes are reported.\n"),
+    }
+    s.push_str("\nOps in tract's optimized encoder graph:\n\n");
+    for r in &q.precisions {
+        let ops: Vec<String> = r
+            .encoder_kernels
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect();
+        s.push_str(&format!("- {}: {}\n", r.precision, ops.join(", ")));
+    }
+    s.push('\n');
+    match kept.find("## Limits") {
+        Some(at) => kept.insert_str(at, &s),
+        None => {
+            if !kept.is_empty() && !kept.ends_with("\n\n") {
+                kept.push('\n');
+            }
+            kept.push_str(&s);
+        }
+    }
+    kept
+}

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::bundle::{
-    ClassEntry, Clustering, DistanceStats, GraphInput, GraphRole, InputSpec, Manifest, Provenance,
-    FORMAT_VERSION,
+    ClassEntry, Clustering, DistanceStats, GraphInput, GraphRole, InputSpec, Manifest, Precision,
+    Provenance, FORMAT_VERSION,
 };
 use tch::nn;
 
@@ -570,6 +570,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         name,
         input: spec,
         graphs: vec![enc_entry, cls_entry],
+        default_precision: Precision::F32,
         latent_dim: dim,
         clustering: Clustering {
             l2_normalize: chosen.variant.l2_normalize,
@@ -605,6 +606,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
             config: serde_json::to_value(cfg)?,
             source_commit: commit,
             command: opts.command.clone(),
+            quantization: None,
         },
     };
     let metrics_json = serde_json::to_string_pretty(&report)?;

@@ -41,13 +41,37 @@ pub enum GraphRole {
 }
 
 /// Numeric precision of a graph file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Precision {
     /// 32-bit float weights and compute.
+    #[default]
     F32,
-    /// Integer (int8) weights and compute.
+    /// Int8 weights and activations, integer compute (`QLinearConv`, `MatMulInteger`).
     Int8,
+    /// Int8 weights dequantized at load, f32 compute: a 4x smaller file, f32 speed.
+    Int8Weights,
+}
+
+impl Precision {
+    /// Every precision, in the order a bundle lists them.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Int8, Precision::Int8Weights];
+
+    /// The name used in manifests, file names and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+            Precision::Int8Weights => "int8-weights",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What a graph reads.
@@ -132,6 +156,9 @@ pub struct Provenance {
     pub source_commit: String,
     /// Command line that produced the bundle.
     pub command: String,
+    /// Post-training quantization settings of the int8 graphs, if the bundle has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<serde_json::Value>,
 }
 
 /// `manifest.json`, format v1.
@@ -143,8 +170,12 @@ pub struct Manifest {
     pub name: String,
     /// Input preprocessing shared by every graph.
     pub input: InputSpec,
-    /// The graphs: exactly one encoder and one classifier.
+    /// The graphs: exactly one encoder and one classifier per precision the bundle carries.
     pub graphs: Vec<GraphEntry>,
+    /// The precision `onboard` runs unless told otherwise (`f32` when absent); the bundle
+    /// carries both graphs at this precision.
+    #[serde(default)]
+    pub default_precision: Precision,
     /// Length of the encoder output.
     pub latent_dim: usize,
     /// Latent-space clustering.
@@ -241,15 +272,37 @@ impl Bundle {
         })
     }
 
-    /// The graph of `role`, and its path.
+    /// The graph of `role` at the manifest's default precision, and its path.
     pub fn graph(&self, role: GraphRole) -> (&GraphEntry, PathBuf) {
         let g = self
             .manifest
-            .graphs
-            .iter()
-            .find(|g| g.role == role)
+            .graph(role, self.manifest.default_precision)
             .unwrap_or(&self.manifest.graphs[0]);
         (g, self.dir.join(&g.file))
+    }
+
+    /// The graph of `role` at `precision` and its path, or an error naming the precisions the
+    /// bundle carries.
+    pub fn graph_at(
+        &self,
+        role: GraphRole,
+        precision: Precision,
+    ) -> Result<(&GraphEntry, PathBuf), BundleError> {
+        match self.manifest.graph(role, precision) {
+            Some(g) => Ok((g, self.dir.join(&g.file))),
+            None => Err(BundleError::Invalid {
+                path: self.dir.join(MANIFEST_FILE),
+                what: format!(
+                    "no {precision} graphs (this bundle carries: {}); pick one of those or re-export the bundle with host-trainer quantize",
+                    self.manifest
+                        .precisions()
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
     }
 }
 
@@ -259,6 +312,21 @@ struct VersionProbe {
 }
 
 impl Manifest {
+    /// The graph of `role` at `precision`, if the bundle carries it.
+    pub fn graph(&self, role: GraphRole, precision: Precision) -> Option<&GraphEntry> {
+        self.graphs
+            .iter()
+            .find(|g| g.role == role && g.precision == precision)
+    }
+
+    /// The precisions the bundle carries, in [`Precision::ALL`] order.
+    pub fn precisions(&self) -> Vec<Precision> {
+        Precision::ALL
+            .into_iter()
+            .filter(|p| self.graphs.iter().any(|g| g.precision == *p))
+            .collect()
+    }
+
     /// The input shape of graph `g`: `[1, 3, height, width]` for an image, `[1, latent_dim]` for
     /// the encoder's output.
     pub fn input_shape(&self, g: &GraphEntry) -> Vec<usize> {
@@ -320,11 +388,25 @@ impl Manifest {
         {
             return Err("input mean/std must be finite and std > 0".into());
         }
-        for role in [GraphRole::Encoder, GraphRole::Classifier] {
-            let n = self.graphs.iter().filter(|g| g.role == role).count();
-            if n != 1 {
-                return Err(format!("expected exactly one {role:?} graph, found {n}"));
+        for p in self.precisions() {
+            for role in [GraphRole::Encoder, GraphRole::Classifier] {
+                let n = self
+                    .graphs
+                    .iter()
+                    .filter(|g| g.role == role && g.precision == p)
+                    .count();
+                if n != 1 {
+                    return Err(format!(
+                        "expected exactly one {role:?} graph at precision {p}, found {n}"
+                    ));
+                }
             }
+        }
+        if !self.precisions().contains(&self.default_precision) {
+            return Err(format!(
+                "default_precision {} has no graphs",
+                self.default_precision
+            ));
         }
         for g in &self.graphs {
             if g.file.contains('/') || g.file.contains('\\') || g.file.starts_with('.') {
@@ -466,5 +548,33 @@ mod tests {
         }
         let err = m.validate().expect_err("encoder reading the latent");
         assert!(err.contains("encoder must read the image"), "{err}");
+    }
+
+    #[test]
+    fn every_precision_needs_both_graphs_and_the_default_precision_must_exist() {
+        let full = default_manifest();
+        assert_eq!(full.validate(), Ok(()));
+        let mut m = full.clone();
+        m.graphs
+            .retain(|g| !(g.precision == Precision::Int8 && g.role == GraphRole::Classifier));
+        let err = m.validate().expect_err("int8 without its classifier");
+        assert!(err.contains("Classifier graph at precision int8"), "{err}");
+        let mut m = full.clone();
+        m.graphs.retain(|g| g.precision == Precision::F32);
+        m.default_precision = Precision::Int8;
+        let err = m.validate().expect_err("default precision without graphs");
+        assert!(
+            err.contains("default_precision int8 has no graphs"),
+            "{err}"
+        );
+        let mut value = serde_json::to_value(&m).expect("serializes");
+        value
+            .as_object_mut()
+            .expect("object")
+            .remove("default_precision");
+        let old: Manifest = serde_json::from_value(value).expect("parses without it");
+        assert_eq!(old.default_precision, Precision::F32);
+        assert_eq!(old.validate(), Ok(()));
+        assert_eq!(old.precisions(), vec![Precision::F32]);
     }
 }

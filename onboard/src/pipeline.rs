@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::bundle::{Bundle, GraphInput, GraphRole};
+use crate::bundle::{Bundle, GraphInput, GraphRole, Precision};
 use crate::decide::{self, ClusterStats};
 use crate::preprocess::{self, ImageError, QualityFlags};
 use crate::runtime::{Graph, RuntimeError};
@@ -47,6 +47,8 @@ pub enum AnalyzeError {
 pub struct Analyzer {
     /// The bundle.
     pub bundle: Bundle,
+    /// Precision of the loaded graphs.
+    pub precision: Precision,
     encoder: Graph,
     classifier: Graph,
     classifier_input: GraphInput,
@@ -68,13 +70,19 @@ pub struct Placement {
 }
 
 impl Analyzer {
-    /// Loads both graphs of a validated bundle.
+    /// Loads both graphs of a validated bundle at its default precision.
     pub fn new(bundle: Bundle) -> Result<Self, RuntimeError> {
+        let p = bundle.manifest.default_precision;
+        Self::with_precision(bundle, p)
+    }
+
+    /// Loads both graphs of a validated bundle at `precision`.
+    pub fn with_precision(bundle: Bundle, precision: Precision) -> Result<Self, RuntimeError> {
         let m = &bundle.manifest;
         let (h, w) = (m.input.height as usize, m.input.width as usize);
-        let encoder = Graph::load_role(&bundle, GraphRole::Encoder)?;
-        let classifier = Graph::load_role(&bundle, GraphRole::Classifier)?;
-        let (cls, _) = bundle.graph(GraphRole::Classifier);
+        let (cls, _) = bundle.graph_at(GraphRole::Classifier, precision)?;
+        let encoder = Graph::load_at(&bundle, GraphRole::Encoder, precision)?;
+        let classifier = Graph::load_at(&bundle, GraphRole::Classifier, precision)?;
         let raw = if cls.input == GraphInput::Latent {
             m.latent_dim
         } else {
@@ -86,6 +94,7 @@ impl Analyzer {
             raw_latent: vec![0.0; raw],
             logits: vec![0.0; cls.output_dim],
             classifier_input: cls.input,
+            precision,
             encoder,
             classifier,
             bundle,
@@ -117,6 +126,16 @@ impl Analyzer {
         let rgb = preprocess::resize_rgb(&img, &self.bundle.manifest.input);
         preprocess::normalize_into(&rgb, &self.bundle.manifest.input, &mut self.input);
         Ok(preprocess::quality_flags(&rgb))
+    }
+
+    /// Copies an already preprocessed image (`[3, height, width]` values) into the input buffer;
+    /// returns false (leaving the buffer unchanged) when the length differs.
+    pub fn set_input(&mut self, x: &[f32]) -> bool {
+        if x.len() != self.input.len() {
+            return false;
+        }
+        self.input.copy_from_slice(x);
+        true
     }
 
     /// Runs the encoder on the input buffer into the latent buffer (normalized per the bundle).

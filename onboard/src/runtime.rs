@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::bundle::{Bundle, GraphRole};
+use crate::bundle::{Bundle, BundleError, GraphRole, Precision};
 
 use tract_onnx::prelude::*;
 
@@ -30,6 +30,9 @@ pub enum RuntimeError {
         /// Length produced.
         found: usize,
     },
+    /// The bundle has no graph of the requested role and precision.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     /// Running the graph failed.
     #[error("{path}: inference failed: {message}")]
     Run {
@@ -64,9 +67,20 @@ impl Graph {
         Self::load_shaped(path, &[1, 3, height, width], output_dim)
     }
 
-    /// Loads the bundle's graph of `role` with the input shape its manifest entry declares.
+    /// Loads the bundle's graph of `role` at its default precision, with the input shape its
+    /// manifest entry declares.
     pub fn load_role(bundle: &Bundle, role: GraphRole) -> Result<Self, RuntimeError> {
-        let (entry, path) = bundle.graph(role);
+        Self::load_at(bundle, role, bundle.manifest.default_precision)
+    }
+
+    /// Loads the bundle's graph of `role` at `precision`, with the input shape its manifest
+    /// entry declares.
+    pub fn load_at(
+        bundle: &Bundle,
+        role: GraphRole,
+        precision: Precision,
+    ) -> Result<Self, RuntimeError> {
+        let (entry, path) = bundle.graph_at(role, precision)?;
         Self::load_shaped(&path, &bundle.manifest.input_shape(entry), entry.output_dim)
     }
 

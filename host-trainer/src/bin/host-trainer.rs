@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 use host_trainer::config::TrainConfig;
 use host_trainer::data::{TRAIN_SPLIT, VAL_SPLIT};
 use host_trainer::device::DeviceChoice;
+use host_trainer::quantize_bundle::{self, QuantizeConfig, QuantizeOptions};
 use host_trainer::run::{self, TrainOptions};
 use host_trainer::semi_run::{self, SemiOptions, SemiRunConfig};
+use onboard::bundle::Precision;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,10 +29,41 @@ enum Command {
     Train(TrainArgs),
     /// Train the semi-supervised contrastive classifier, evaluate it and export its ONNX.
     Semi(SemiArgs),
+    /// Add int8 graphs (integer compute, and int8 weights with f32 compute) to a bundle,
+    /// measure every precision on validation and record the default precision.
+    Quantize(QuantizeArgs),
     /// Print the default training configuration as JSON.
     DefaultConfig,
     /// Print the default semi-supervised configuration as JSON.
     DefaultSemiConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct QuantizeArgs {
+    /// Bundle folder holding the f32 graphs (rewritten in place, atomically).
+    #[arg(long, default_value = "models/default")]
+    bundle: PathBuf,
+    /// MSL dataset root (holds calibrated/ and the split files).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split file whose first images calibrate the activation ranges.
+    #[arg(long, default_value = TRAIN_SPLIT)]
+    calibration_split: String,
+    /// Number of calibration images.
+    #[arg(long, default_value_t = QuantizeConfig::default().calibration_images)]
+    calibration_images: usize,
+    /// Validation split measured at every precision; `none` to skip.
+    #[arg(long, default_value = VAL_SPLIT)]
+    val_split: String,
+    /// Largest validation top-1 drop from f32 (fraction) for the automatic default choice.
+    #[arg(long, default_value_t = QuantizeConfig::default().max_top1_drop)]
+    max_top1_drop: f64,
+    /// Default precision to record instead of the automatic choice.
+    #[arg(long, value_enum)]
+    default_precision: Option<Precision>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,10 +220,47 @@ fn semi(a: SemiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    let opts = QuantizeOptions {
+        bundle: a.bundle,
+        data: a.data,
+        val_split: (a.val_split != "none").then_some(a.val_split),
+        default_precision: a.default_precision,
+        config: QuantizeConfig {
+            calibration_split: a.calibration_split,
+            calibration_images: a.calibration_images,
+            max_top1_drop: a.max_top1_drop,
+        },
+    };
+    let report = quantize_bundle::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for r in &report.precisions {
+        let sizes = format!(
+            "{:>12}: encoder {:>9} B, classifier {:>8} B",
+            r.precision.name(),
+            r.encoder_bytes,
+            r.classifier_bytes
+        );
+        match &r.validation {
+            Some(v) => println!(
+                "{sizes}; top1 {:.4}, macro-F1 {:.4}, agreement with f32 {:.4}, {:.2} ms/image",
+                v.top1, v.macro_f1, v.class_agreement_with_f32, v.ms_per_image
+            ),
+            None => println!("{sizes}"),
+        }
+    }
+    println!("default precision: {}", report.default_precision);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Train(a) => train(a),
         Command::Semi(a) => semi(a),
+        Command::Quantize(a) => quantize(a),
         Command::DefaultConfig => serde_json::to_string_pretty(&TrainConfig::default())
             .map(|s| println!("{s}"))
             .map_err(Into::into),

@@ -3,16 +3,50 @@
 use std::path::Path;
 use std::process::Command;
 
-use onboard::bundle::{Bundle, GraphInput, GraphRole};
+use onboard::bundle::{Bundle, GraphInput, GraphRole, Precision};
+use prost::Message;
 
-/// Runs `scripts/check_onnx.py` (ONNX checker, then ONNX Runtime) on the bundle at `dir` with
-/// the preprocessed image `x` (`[3, h, w]`), runs the same graphs with tract (a graph reading
-/// the latent gets the encoder's output), and returns the largest |ORT - tract| per graph file.
-pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<(String, f32)> {
+/// One graph of a bundle run by ONNX Runtime and by tract on the same input.
+#[derive(Debug)]
+pub struct GraphDiff {
+    /// Graph file.
+    pub file: String,
+    /// Its precision.
+    pub precision: Precision,
+    /// Largest |ORT - tract| over the output.
+    pub max_diff: f32,
+    /// For an int8 graph: one quantization step of its output
+    /// ([`host_trainer::quantize::one_step`]), the largest |int8 - f32| of tract's outputs on
+    /// the same input, and the op-by-op comparison ([`int8_ops_vs_tract`]).
+    pub int8: Option<Int8Check>,
+}
+
+/// What an int8 graph is held to.
+#[derive(Debug)]
+pub struct Int8Check {
+    /// One quantization step of the output.
+    pub step: f32,
+    /// Largest |tract int8 - tract f32| over the output.
+    pub quantization_error: f32,
+    /// `(node, op, output dtype, max |ORT - tract|)` with each node run on tract's inputs.
+    pub ops: Vec<(String, String, String, f64)>,
+}
+
+/// Runs `scripts/check_onnx.py` (ONNX checker with full check, then ONNX Runtime) on every graph
+/// of the bundle at `dir` with the preprocessed image `x` (`[3, h, w]`), runs the same graphs
+/// with tract, and returns the differences. Graphs reading the latent get tract's f32 encoder
+/// output on both sides.
+pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<GraphDiff> {
     let bundle = Bundle::load(dir).unwrap();
-    let input = scratch.join("x.bin");
-    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&input, bytes).unwrap();
+    let mut latent = vec![0f32; bundle.manifest.latent_dim];
+    onboard::runtime::Graph::load_at(&bundle, GraphRole::Encoder, Precision::F32)
+        .unwrap()
+        .run_into(x, &mut latent)
+        .unwrap();
+    let raw = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let (input, latent_file) = (scratch.join("x.bin"), scratch.join("latent.bin"));
+    std::fs::write(&input, raw(x)).unwrap();
+    std::fs::write(&latent_file, raw(&latent)).unwrap();
     let python = std::env::var("TRIAGE_PYTHON")
         .expect("TRIAGE_PYTHON is set by scripts/env.sh (run scripts/test.sh)");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_onnx.py");
@@ -20,6 +54,7 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<(Stri
         .arg(script)
         .arg(dir)
         .arg(&input)
+        .arg(&latent_file)
         .output()
         .unwrap();
     assert!(
@@ -28,14 +63,8 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<(Stri
         String::from_utf8_lossy(&res.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
-    let (enc, _) = bundle.graph(GraphRole::Encoder);
-    let mut latent = vec![0f32; enc.output_dim];
-    onboard::runtime::Graph::load_role(&bundle, GraphRole::Encoder)
-        .unwrap()
-        .run_into(x, &mut latent)
-        .unwrap();
     let graphs = doc["graphs"].as_array().unwrap();
-    assert_eq!(graphs.len(), 2);
+    assert_eq!(graphs.len(), bundle.manifest.graphs.len());
     graphs
         .iter()
         .map(|g| {
@@ -50,17 +79,194 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<(Stri
                 GraphInput::Image => x,
                 GraphInput::Latent => latent.as_slice(),
             };
-            let mut graph = onboard::runtime::Graph::load_role(&bundle, entry.role).unwrap();
+            let mut graph =
+                onboard::runtime::Graph::load_at(&bundle, entry.role, entry.precision).unwrap();
             let mut out = vec![0f32; entry.output_dim];
             graph.run_into(feed, &mut out).unwrap();
             let ort = g["output"].as_array().unwrap();
             assert_eq!(ort.len(), out.len());
-            let max = ort
+            let max_diff = ort
                 .iter()
                 .zip(&out)
                 .map(|(a, b)| (a.as_f64().unwrap() as f32 - b).abs())
                 .fold(0f32, f32::max);
-            (file.to_string(), max)
+            let int8 = (entry.precision == Precision::Int8).then(|| {
+                let bytes = std::fs::read(dir.join(file)).unwrap();
+                let model = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+                let mut reference = vec![0f32; entry.output_dim];
+                onboard::runtime::Graph::load_at(&bundle, entry.role, Precision::F32)
+                    .unwrap()
+                    .run_into(feed, &mut reference)
+                    .unwrap();
+                let shape = bundle.manifest.input_shape(entry);
+                let scratch = scratch.join(file);
+                Int8Check {
+                    step: host_trainer::quantize::one_step(&model).unwrap(),
+                    quantization_error: max_abs(&out, &reference),
+                    ops: int8_ops_vs_tract(&dir.join(file), &shape, feed, &scratch),
+                }
+            });
+            GraphDiff {
+                file: file.to_string(),
+                precision: entry.precision,
+                max_diff,
+                int8,
+            }
+        })
+        .collect()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// Asserts ONNX Runtime agrees with tract: a float-compute graph within `f32_tolerance`; an
+/// int8 graph op by op within one code (integer outputs) or 1e-5 (float outputs), and end to
+/// end (where single-code rounding differences compound through the layers) by no more than
+/// its own quantization error, or one output step when that is larger.
+pub fn assert_agree(diffs: &[GraphDiff], f32_tolerance: f32) {
+    for d in diffs {
+        let tol = match &d.int8 {
+            None => f32_tolerance,
+            Some(q) => {
+                for (node, op, dtype, diff) in &q.ops {
+                    let allowed = if dtype == "f32" { 1e-5 } else { 1.0 };
+                    assert!(
+                        *diff <= allowed,
+                        "{} node {node} ({op} -> {dtype}): ONNX Runtime vs tract differ by {diff} (allowed {allowed})",
+                        d.file
+                    );
+                }
+                q.step.max(q.quantization_error)
+            }
+        };
+        assert!(
+            d.max_diff <= tol,
+            "{} ({}): ONNX Runtime vs tract differ by {} (allowed {tol})",
+            d.file,
+            d.precision,
+            d.max_diff
+        );
+    }
+}
+
+#[allow(
+    dead_code,
+    reason = "each test crate compiles this module; not all use every helper"
+)]
+/// Adds the int8 precisions to the bundle at `dir`, calibrated on 16 training images (no
+/// validation), and checks the manifest lists all three precisions with f32 still the default.
+pub fn quantize_small(dir: &Path, data: &Path) {
+    use host_trainer::quantize_bundle::{self, QuantizeConfig, QuantizeOptions};
+    let report = quantize_bundle::run(&QuantizeOptions {
+        bundle: dir.to_path_buf(),
+        data: data.to_path_buf(),
+        val_split: None,
+        default_precision: None,
+        config: QuantizeConfig {
+            calibration_images: 16,
+            ..QuantizeConfig::default()
+        },
+    })
+    .unwrap();
+    assert_eq!(report.calibration_images, 16);
+    let bundle = Bundle::load(dir).unwrap();
+    assert_eq!(bundle.manifest.precisions(), Precision::ALL.to_vec());
+    assert_eq!(bundle.manifest.default_precision, Precision::F32);
+    let card = std::fs::read_to_string(dir.join("MODEL_CARD.md")).unwrap();
+    assert!(card.contains("## Precisions"), "{card}");
+}
+
+/// Largest difference per node between ONNX Runtime and tract on the int8 graph at `model`
+/// (input `x` of shape `shape`): tract's value of every tensor is dumped, then
+/// `scripts/check_int8_ops.py` runs each node alone in ONNX Runtime on tract's inputs.
+/// Returns `(node, op, output dtype, max |ORT - tract|)`, in codes for integer outputs.
+#[allow(
+    dead_code,
+    reason = "each test crate compiles this module; not all use every helper"
+)]
+pub fn int8_ops_vs_tract(
+    model: &Path,
+    shape: &[usize],
+    x: &[f32],
+    scratch: &Path,
+) -> Vec<(String, String, String, f64)> {
+    use tract_onnx::prelude::*;
+    let bytes = std::fs::read(model).unwrap();
+    let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_ref().unwrap();
+    let names: Vec<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    let plan = tract_onnx::onnx()
+        .model_for_proto_model(&proto)
+        .unwrap()
+        .with_input_fact(0, f32::fact(shape).into())
+        .unwrap()
+        .with_outputs_by_name(&names)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = Tensor::from_shape(shape, x).unwrap();
+    let outs = plan.run(tvec![input.clone().into()]).unwrap();
+    let dump = scratch.join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    let mut index = serde_json::Map::new();
+    let input_name = graph.input[0].name.clone();
+    let all = std::iter::once((&input_name, &input))
+        .chain(names.iter().zip(outs.iter().map(|t| -> &Tensor { t })));
+    for (name, t) in all {
+        let dtype = match t.datum_type() {
+            DatumType::U8 => "u8",
+            DatumType::I8 => "i8",
+            DatumType::I32 => "i32",
+            DatumType::F32 => "f32",
+            other => panic!("{name}: unexpected type {other:?}"),
+        };
+        index.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.shape()}),
+        );
+        let raw = t.try_as_plain_ram().unwrap().as_bytes().to_vec();
+        std::fs::write(dump.join(format!("{name}.bin")), raw).unwrap();
+    }
+    std::fs::write(
+        dump.join("index.json"),
+        serde_json::to_vec(&serde_json::Value::Object(index)).unwrap(),
+    )
+    .unwrap();
+    let python = std::env::var("TRIAGE_PYTHON").unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_int8_ops.py");
+    let res = Command::new(python)
+        .arg(script)
+        .arg(model)
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "check_int8_ops.py failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_string(),
+                n["op"].as_str().unwrap().to_string(),
+                n["dtype"].as_str().unwrap().to_string(),
+                n["max_diff"].as_f64().unwrap(),
+            )
         })
         .collect()
 }

@@ -13,9 +13,8 @@ pub struct Args {
     /// Use at most this many images (sorted by name).
     #[arg(long, default_value_t = 200)]
     limit: usize,
-    /// Model bundle folder.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::ModelArgs,
     /// Print compact JSON (the default is pretty-printed).
     #[arg(long)]
     json: bool,
@@ -48,8 +47,8 @@ fn step<T>(ms: &mut Vec<f64>, allocs: &mut u64, f: impl FnOnce() -> T) -> T {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = crate::model_dir(args.model);
-    let mut analyzer: Analyzer = crate::load_analyzer(&model)?;
+    let model = args.model.dir();
+    let mut analyzer: Analyzer = args.model.load()?;
     let mut files = crate::prioritize::list_files(&args.data)?;
     files.truncate(args.limit);
     let (mut load, mut enc, mut core, mut cls, mut total) =
@@ -93,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let per = |n: u64| n as f64 / images as f64;
     let doc = serde_json::json!({
         "model": model.display().to_string(),
+        "precision": analyzer.precision.name(),
         "images": images,
         "skipped": skipped,
         "threads": 1,

@@ -23,9 +23,8 @@ pub struct Args {
     /// Budget of a pass as a fraction of its items' total bytes.
     #[arg(long)]
     budget_fraction: f64,
-    /// Model bundle folder.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::ModelArgs,
     /// Print compact JSON (the default is pretty-printed).
     #[arg(long)]
     json: bool,
@@ -41,8 +40,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.budget_fraction
         );
     }
-    let model = crate::model_dir(args.model);
-    let mut analyzer = crate::load_analyzer(&model)?;
+    let model = args.model.dir();
+    let mut analyzer = args.model.load()?;
     let (values_f32, planner) =
         crate::prioritize::values_and_planner(&analyzer, Some(&args.values))?;
     let values: Vec<f64> = values_f32.iter().map(|&v| f64::from(v)).collect();
@@ -152,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let doc = serde_json::json!({
         "policies": policies,
         "model": model.display().to_string(),
+        "precision": analyzer.precision.name(),
         "labels": args.split.labels.display().to_string(),
         "values": args.values.display().to_string(),
         "items": items.len(),

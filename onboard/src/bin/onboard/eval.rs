@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::bail;
 use onboard::metrics;
@@ -8,17 +7,16 @@ use onboard::metrics;
 pub struct Args {
     #[command(flatten)]
     split: crate::SplitArgs,
-    /// Model bundle folder.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::ModelArgs,
     /// Print only the JSON object (no summary on stderr).
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = crate::model_dir(args.model);
-    let mut analyzer = crate::load_analyzer(&model)?;
+    let model = args.model.dir();
+    let mut analyzer = args.model.load()?;
     let items = onboard::labels::read_labels(&args.split.labels)?;
     let classes: Vec<String> = analyzer
         .bundle
@@ -61,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let doc = serde_json::json!({
         "model": model.display().to_string(),
+        "precision": analyzer.precision.name(),
         "labels": args.split.labels.display().to_string(),
         "images": truth.len(),
         "skipped": skipped.len(),

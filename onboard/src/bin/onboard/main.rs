@@ -51,18 +51,37 @@ pub struct SplitArgs {
 /// Default bundle folder, relative to the working directory.
 pub const DEFAULT_MODEL: &str = "models/default";
 
-/// Resolves the `--model` argument.
-pub fn model_dir(arg: Option<PathBuf>) -> PathBuf {
-    arg.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+/// Which bundle to run, at which precision.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model bundle folder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Graph precision (default: the bundle manifest's `default_precision`).
+    #[arg(long, value_enum)]
+    pub precision: Option<onboard::bundle::Precision>,
 }
 
-/// Loads a bundle and both graphs, with the bundle folder named in every error.
-pub fn load_analyzer(dir: &std::path::Path) -> anyhow::Result<onboard::pipeline::Analyzer> {
-    use anyhow::Context;
-    let bundle = onboard::bundle::Bundle::load(dir)
-        .with_context(|| format!("loading model bundle {} (pass --model DIR)", dir.display()))?;
-    onboard::pipeline::Analyzer::new(bundle)
-        .with_context(|| format!("loading the graphs of bundle {}", dir.display()))
+impl ModelArgs {
+    /// The bundle folder (`--model`, else [`DEFAULT_MODEL`]).
+    pub fn dir(&self) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+    }
+
+    /// Loads the bundle and both graphs at the chosen precision, with the bundle folder named
+    /// in every error.
+    pub fn load(&self) -> anyhow::Result<onboard::pipeline::Analyzer> {
+        use anyhow::Context;
+        let dir = self.dir();
+        let bundle = onboard::bundle::Bundle::load(&dir).with_context(|| {
+            format!("loading model bundle {} (pass --model DIR)", dir.display())
+        })?;
+        let precision = self.precision.unwrap_or(bundle.manifest.default_precision);
+        onboard::pipeline::Analyzer::with_precision(bundle, precision)
+            .with_context(|| format!("loading the {precision} graphs of bundle {}", dir.display()))
+    }
 }
 
 fn main() -> ExitCode {

@@ -11,9 +11,8 @@ use onboard::triage::{self, Candidate, PlannerConfig};
 pub struct Args {
     /// Folder of images to triage (not recursive).
     dir: PathBuf,
-    /// Model bundle folder.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::ModelArgs,
     /// Downlink budget in bytes; without it every image with value is selected.
     #[arg(long)]
     budget_bytes: Option<u64>,
@@ -185,8 +184,8 @@ fn analyse_with_journal(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = crate::model_dir(args.model);
-    let mut analyzer = crate::load_analyzer(&model)?;
+    let model = args.model.dir();
+    let mut analyzer = args.model.load()?;
     let (values, planner) = values_and_planner(&analyzer, args.values.as_deref())?;
     let files = list_files(&args.dir)?;
     let mut journal = match &args.journal {
@@ -285,6 +284,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         let doc = serde_json::json!({
             "model": model.display().to_string(),
+        "precision": analyzer.precision.name(),
             "budget_bytes": args.budget_bytes,
             "bytes_selected": plan.bytes,
             "plan": plan_json,

@@ -29,7 +29,7 @@ cargo test --release --workspace
 echo "== aarch64: onboard tests under qemu" >&2
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 ONBOARD_TEST_RUNNER="${qemu[*]}" cargo test --release -p onboard --target aarch64-unknown-linux-gnu
-echo "== aarch64: board build, size, and eval predictions equal to x86" >&2
+echo "== aarch64: board build, size, and eval predictions equal to x86 (f32 and int8)" >&2
 scripts/build-board.sh
 if [ -n "${MSL_DATA:-}" ]; then
   tmp="$(mktemp -d)"
@@ -39,6 +39,13 @@ if [ -n "${MSL_DATA:-}" ]; then
   "${qemu[@]}" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release-small/onboard" eval \
     --data "$MSL_DATA" --labels "$tmp/val300.txt" --json > "$tmp/arm.json"
   python3 scripts/compare_eval.py "$tmp/x86.json" "$tmp/arm.json"
+  # int8 graphs on the board's integer kernels (i8 NEON) against x86's (slower under qemu: 40 images).
+  head -n 40 "$tmp/val-chrono.txt" > "$tmp/val40.txt"
+  "$CARGO_TARGET_DIR/release/onboard" eval --data "$MSL_DATA" --labels "$tmp/val40.txt" \
+    --precision int8 --json > "$tmp/x86-int8.json"
+  "${qemu[@]}" "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release-small/onboard" eval \
+    --data "$MSL_DATA" --labels "$tmp/val40.txt" --precision int8 --json > "$tmp/arm-int8.json"
+  python3 scripts/compare_eval.py "$tmp/x86-int8.json" "$tmp/arm-int8.json"
   rm -rf "$tmp"
 fi
 echo "== README main command" >&2

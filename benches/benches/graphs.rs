@@ -1,4 +1,5 @@
-//! Measures each graph of the default bundle (tract, one input) and the whole per-image pipeline.
+//! Measures each graph of the default bundle at every precision it carries (tract, one input)
+//! and the whole per-image pipeline at the default precision.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onboard::bundle::{Bundle, GraphInput, GraphRole};
@@ -19,20 +20,23 @@ fn bench(c: &mut Criterion) {
     let latent = triage_benches::synthetic(bundle.manifest.latent_dim, 5);
     let mut g = c.benchmark_group("graphs");
     g.throughput(Throughput::Elements(1));
-    for role in [GraphRole::Encoder, GraphRole::Classifier] {
-        let (entry, path) = bundle.graph(role);
-        let x = match entry.input {
-            GraphInput::Image => &input,
-            GraphInput::Latent => &latent,
-        };
-        let Ok(mut graph) = Graph::load_role(&bundle, role) else {
-            eprintln!("{}: does not load", path.display());
-            continue;
-        };
-        let mut out = vec![0.0f32; entry.output_dim];
-        g.bench_function(format!("{role:?}").to_lowercase(), |b| {
-            b.iter(|| graph.run_into(x, &mut out))
-        });
+    for precision in bundle.manifest.precisions() {
+        for role in [GraphRole::Encoder, GraphRole::Classifier] {
+            let Ok((entry, path)) = bundle.graph_at(role, precision) else {
+                continue;
+            };
+            let x = match entry.input {
+                GraphInput::Image => &input,
+                GraphInput::Latent => &latent,
+            };
+            let Ok(mut graph) = Graph::load_at(&bundle, role, precision) else {
+                eprintln!("{}: does not load", path.display());
+                continue;
+            };
+            let mut out = vec![0.0f32; entry.output_dim];
+            let name = format!("{}_{precision}", format!("{role:?}").to_lowercase());
+            g.bench_function(name, |b| b.iter(|| graph.run_into(x, &mut out)));
+        }
     }
     let image = root.join("testdata/pass/001_horizon.jpg");
     if let Ok(mut analyzer) = Analyzer::new(bundle) {

@@ -205,6 +205,84 @@ fn broken_bundles_fail_before_any_image_with_the_file_named() {
 }
 
 #[test]
+fn every_precision_triages_the_fixtures_and_a_missing_one_is_a_clear_error() {
+    let fixtures = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .count();
+    let mut classes = Vec::new();
+    for p in ["f32", "int8", "int8-weights"] {
+        let doc = json(&onboard(&[
+            "prioritize",
+            "testdata/pass",
+            "--precision",
+            p,
+            "--json",
+        ]));
+        assert_eq!(doc["precision"], p);
+        let plan = doc["plan"].as_array().unwrap();
+        assert_eq!(plan.len(), fixtures, "{p}");
+        let mut by_file: Vec<(String, String)> = plan
+            .iter()
+            .map(|e| {
+                (
+                    e["file"].as_str().unwrap().to_string(),
+                    e["class"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        by_file.sort();
+        classes.push(by_file);
+    }
+    let same = |a: &[(String, String)], b: &[(String, String)]| {
+        a.iter().zip(b).filter(|(x, y)| x == y).count()
+    };
+    for (k, other) in classes.iter().enumerate().skip(1) {
+        assert!(
+            same(&classes[0], other) * 10 >= fixtures * 8,
+            "precision {k} classifies most fixtures as f32 does: {other:?} vs {:?}",
+            classes[0]
+        );
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("f32-only");
+    copy_dir(&root().join("models/default"), &d);
+    let p = d.join("manifest.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["graphs"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|g| g["precision"] == "f32");
+    v["default_precision"] = "f32".into();
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let model = d.to_str().unwrap();
+    let out = onboard(&[
+        "prioritize",
+        "testdata/pass",
+        "--model",
+        model,
+        "--precision",
+        "int8",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no int8 graphs (this bundle carries: f32)"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let doc = json(&onboard(&[
+        "prioritize",
+        "testdata/pass",
+        "--model",
+        model,
+        "--json",
+    ]));
+    assert_eq!(doc["precision"], "f32");
+}
+
+#[test]
 fn eval_on_real_validation_images() {
     let Some(data) = std::env::var_os("MSL_DATA") else {
         eprintln!("MSL_DATA not set: skipping the real-data eval");

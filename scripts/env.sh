@@ -14,3 +14,10 @@ export LD_LIBRARY_PATH="${_torch_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 unset _torch_lib
 # ImageNet EfficientNet-Lite0 weights converted by scripts/setup.sh (scripts/convert_effnet.py).
 export TRIAGE_EFFNET_LITE0="${TRIAGE_EFFNET_LITE0:-$TRIAGE_CACHE/weights/efficientnet-lite0.safetensors}"
+# The ONNX Runtime shared library of the venv's onnxruntime wheel, for `onboard bench --ort-lib`
+# (feature `ort`).
+_ort_lib="$(ls "$TRIAGE_VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)"
+if [ -n "$_ort_lib" ]; then
+  export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$_ort_lib}"
+fi
+unset _ort_lib

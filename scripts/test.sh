@@ -50,4 +50,9 @@ if [ -n "${MSL_DATA:-}" ]; then
 fi
 echo "== README main command" >&2
 cargo run --release -p onboard -- prioritize testdata/pass --budget-bytes 60000 >/dev/null
+echo "== ONNX Runtime side by side (feature ort, the onnxruntime wheel's library)" >&2
+cargo clippy --release -p onboard --features ort --all-targets -- -D warnings
+cargo run --release -p onboard --features ort -- bench --data testdata/pass --limit 8 \
+  --ort-lib "$ORT_DYLIB_PATH" --json > "${TMPDIR:-/tmp}/bench-ort.json"
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); o = d["onnxruntime"]; assert d["tract_vs_ort_ratio"] > 0 and o["same_class"] == 1.0, d; print("tract_vs_ort_ratio", round(d["tract_vs_ort_ratio"], 2), "ORT", round(o["model_ms"], 2), "ms, tract", round(d["tract_model_ms_per_image"], 2), "ms", file=sys.stderr)' "${TMPDIR:-/tmp}/bench-ort.json"
 echo "all checks passed" >&2

@@ -1,10 +1,11 @@
-//! Measures each graph of the default bundle at every precision it carries (tract, one input)
-//! and the whole per-image pipeline at the default precision.
+//! Measures each graph of the default bundle at every precision it carries (tract, one input;
+//! the f32 encoder also with tract's own depthwise kernel instead of `DepthwiseF32`) and the
+//! whole per-image pipeline at the default precision.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onboard::bundle::{Bundle, GraphInput, GraphRole};
 use onboard::pipeline::Analyzer;
-use onboard::runtime::Graph;
+use onboard::runtime::{Graph, LoadOptions};
 
 fn bench(c: &mut Criterion) {
     let root = triage_benches::repo_root();
@@ -35,7 +36,21 @@ fn bench(c: &mut Criterion) {
             };
             let mut out = vec![0.0f32; entry.output_dim];
             let name = format!("{}_{precision}", format!("{role:?}").to_lowercase());
-            g.bench_function(name, |b| b.iter(|| graph.run_into(x, &mut out)));
+            g.bench_function(&name, |b| b.iter(|| graph.run_into(x, &mut out)));
+            if graph.depthwise_replaced() == 0 {
+                continue;
+            }
+            let tract_dw = LoadOptions {
+                own_depthwise: false,
+            };
+            let shape = bundle.manifest.input_shape(entry);
+            if let Ok(mut graph) =
+                Graph::load_shaped_with(&path, &shape, entry.output_dim, tract_dw)
+            {
+                g.bench_function(format!("{name}_tract_depthwise"), |b| {
+                    b.iter(|| graph.run_into(x, &mut out))
+                });
+            }
         }
     }
     let image = root.join("testdata/pass/001_horizon.jpg");

@@ -22,6 +22,8 @@ pub mod preprocess;
 pub mod render;
 
 #[cfg(feature = "tract")]
+pub mod dwconv;
+#[cfg(feature = "tract")]
 pub mod journal;
 #[cfg(feature = "tract")]
 pub mod pipeline;

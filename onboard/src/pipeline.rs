@@ -128,6 +128,17 @@ impl Analyzer {
         Ok(preprocess::quality_flags(&rgb))
     }
 
+    /// The input buffer: the current preprocessed image, `[3, height, width]` values.
+    pub fn input(&self) -> &[f32] {
+        &self.input
+    }
+
+    /// The logits buffer: raw logits after [`Self::run_classifier`], class probabilities after
+    /// [`Self::softmax`].
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
     /// Copies an already preprocessed image (`[3, height, width]` values) into the input buffer;
     /// returns false (leaving the buffer unchanged) when the length differs.
     pub fn set_input(&mut self, x: &[f32]) -> bool {

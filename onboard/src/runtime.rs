@@ -54,6 +54,23 @@ pub struct Graph {
     state: TypedSimpleState,
     /// Input tensor reused from run to run (refilled in place once tract has released it).
     input: Arc<Tensor>,
+    depthwise_replaced: usize,
+}
+
+/// How a graph is prepared for tract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Run f32 depthwise convolutions with [`crate::dwconv::DepthwiseF32`] instead of tract's
+    /// generic depthwise kernel (default true).
+    pub own_depthwise: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            own_depthwise: true,
+        }
+    }
 }
 
 impl Graph {
@@ -84,12 +101,22 @@ impl Graph {
         Self::load_shaped(&path, &bundle.manifest.input_shape(entry), entry.output_dim)
     }
 
-    /// Loads `path`, fixes its input to `shape`, optimizes it, and checks with one zero input
-    /// that it yields `output_dim` values.
+    /// Loads `path`, fixes its input to `shape`, optimizes it with the default
+    /// [`LoadOptions`], and checks with one zero input that it yields `output_dim` values.
     pub fn load_shaped(
         path: &Path,
         shape: &[usize],
         output_dim: usize,
+    ) -> Result<Self, RuntimeError> {
+        Self::load_shaped_with(path, shape, output_dim, LoadOptions::default())
+    }
+
+    /// [`Self::load_shaped`] with explicit options.
+    pub fn load_shaped_with(
+        path: &Path,
+        shape: &[usize],
+        output_dim: usize,
+        options: LoadOptions,
     ) -> Result<Self, RuntimeError> {
         let load_err = |e: TractError| RuntimeError::Load {
             path: path.to_path_buf(),
@@ -108,9 +135,18 @@ impl Graph {
                 message: format!("the graph declares input {:?}", d.as_slice()),
             });
         }
-        let plan = Ok(model)
-            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-            .and_then(|m| m.into_optimized())
+        let typed = model
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(load_err)?;
+        let (typed, depthwise_replaced) = if options.own_depthwise {
+            crate::dwconv::substitute(typed).map_err(load_err)?
+        } else {
+            (typed, 0)
+        };
+        let plan = typed
+            .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(load_err)?;
         let state = plan.spawn().map_err(load_err)?;
@@ -121,6 +157,7 @@ impl Graph {
             output_dim,
             state,
             input,
+            depthwise_replaced,
         };
         let zeros = vec![0.0f32; shape.iter().product()];
         let mut out = vec![0.0f32; output_dim];
@@ -130,6 +167,26 @@ impl Graph {
 
     /// Runs the graph on one input of the loaded shape (row-major), writing `output_dim` values.
     pub fn run_into(&mut self, input: &[f32], out: &mut [f32]) -> Result<(), RuntimeError> {
+        self.run_with(input, out, None)
+    }
+
+    /// Runs like [`Self::run_into`] and adds each op's wall time in milliseconds to `times`,
+    /// keyed by tract's op name (`DepthWiseConv`, `OptMatMul`, ...).
+    pub fn run_profiled(
+        &mut self,
+        input: &[f32],
+        out: &mut [f32],
+        times: &mut std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), RuntimeError> {
+        self.run_with(input, out, Some(times))
+    }
+
+    fn run_with(
+        &mut self,
+        input: &[f32],
+        out: &mut [f32],
+        times: Option<&mut std::collections::BTreeMap<String, f64>>,
+    ) -> Result<(), RuntimeError> {
         let run_err = |message: String| RuntimeError::Run {
             path: self.path.clone(),
             message,
@@ -148,10 +205,20 @@ impl Graph {
                 self.input = Arc::new(t);
             }
         }
-        let outputs = self
-            .state
-            .run(tvec!(self.input.clone().into_tvalue()))
-            .map_err(|e| run_err(format!("{e:#}")))?;
+        let inputs = tvec!(self.input.clone().into_tvalue());
+        let outputs = match times {
+            None => self.state.run(inputs),
+            Some(times) => self
+                .state
+                .run_plan_with_eval(inputs, |ctx, state, node, input| {
+                    let t = std::time::Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, state, node, input);
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    *times.entry(node.op().name().to_string()).or_insert(0.0) += ms;
+                    r
+                }),
+        }
+        .map_err(|e| run_err(format!("{e:#}")))?;
         let first = outputs
             .first()
             .ok_or_else(|| run_err("graph produced no output".into()))?;
@@ -168,6 +235,11 @@ impl Graph {
         }
         out.copy_from_slice(view);
         Ok(())
+    }
+
+    /// How many depthwise convolutions run on [`crate::dwconv::DepthwiseF32`].
+    pub fn depthwise_replaced(&self) -> usize {
+        self.depthwise_replaced
     }
 
     /// The graph's file.

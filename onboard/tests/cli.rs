@@ -575,9 +575,16 @@ fn bench_reports_stages_and_an_allocation_free_core() {
         "testdata/pass",
         "--limit",
         "12",
+        "--profile",
         "--json",
     ]));
     assert_eq!(doc["images"], 12);
+    // The encoder's depthwise convolutions run on the project's own kernel.
+    let profile = doc["encoder_profile"].as_object().unwrap();
+    assert!(profile.contains_key("DepthwiseF32"), "{profile:?}");
+    assert!(!profile.contains_key("DepthWiseConv"), "{profile:?}");
+    let shares: f64 = profile.values().map(|v| v["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{shares}");
     assert_eq!(doc["core_heap_allocs_per_image"].as_f64().unwrap(), 0.0);
     assert!(doc["runtime_heap_allocs_per_image"].as_f64().unwrap() > 0.0);
     let ms = &doc["ms_per_image"];

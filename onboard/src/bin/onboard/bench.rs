@@ -15,6 +15,15 @@ pub struct Args {
     limit: usize,
     #[command(flatten)]
     model: crate::ModelArgs,
+    /// ONNX Runtime shared library (`libonnxruntime.so`): after the tract pass, run the same
+    /// graphs on the same images in ONNX Runtime (one thread) and report `tract_vs_ort_ratio`.
+    #[cfg(feature = "ort")]
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_lib: Option<PathBuf>,
+    /// After the timed pass, run the encoder again on the same images timing every tract op,
+    /// and report each op kind's milliseconds per image and share (`encoder_profile`).
+    #[arg(long)]
+    profile: bool,
     /// Print compact JSON (the default is pretty-printed).
     #[arg(long)]
     json: bool,
@@ -46,6 +55,87 @@ fn step<T>(ms: &mut Vec<f64>, allocs: &mut u64, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// ONNX Runtime on the images tract analysed, and how its class probabilities compare.
+#[cfg(feature = "ort")]
+#[derive(Debug, serde::Serialize)]
+struct OrtReport {
+    library: String,
+    images: usize,
+    encoder_ms: f64,
+    classifier_ms: f64,
+    /// Median of encoder + classifier per image.
+    model_ms: f64,
+    /// Fraction of images where ONNX Runtime's arg-max class equals tract's.
+    same_class: f64,
+    /// Largest |ORT - tract| over every class probability of every image.
+    max_abs_diff_probs: f32,
+}
+
+/// Decodes each image again and runs it through ONNX Runtime at the analyzer's precision.
+#[cfg(feature = "ort")]
+fn ort_pass(
+    lib: &std::path::Path,
+    analyzer: &mut Analyzer,
+    analysed: &[(&PathBuf, Vec<f32>)],
+) -> anyhow::Result<OrtReport> {
+    let mut ort = crate::ort_side::OrtPipeline::load(lib, &analyzer.bundle, analyzer.precision)?;
+    let mut logits = vec![0f32; analyzer.logits().len()];
+    let (mut enc, mut cls, mut model) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut same, mut max_diff) = (0usize, 0f32);
+    for (path, tract_probs) in analysed {
+        analyzer.load_input(path)?;
+        let (e, c) = ort.run(analyzer.input(), &mut logits)?;
+        enc.push(e);
+        cls.push(c);
+        model.push(e + c);
+        let (class, _) = onboard::decide::softmax_argmax(&mut logits)
+            .ok_or_else(|| anyhow::anyhow!("{}: ONNX Runtime logits not finite", path.display()))?;
+        let (tract_class, _) = tract_probs
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |m, (i, &p)| if p > m.1 { (i, p) } else { m });
+        same += usize::from(class == tract_class);
+        for (a, b) in logits.iter().zip(tract_probs) {
+            max_diff = max_diff.max((a - b).abs());
+        }
+    }
+    Ok(OrtReport {
+        library: ort.library.clone(),
+        images: analysed.len(),
+        encoder_ms: median(enc),
+        classifier_ms: median(cls),
+        model_ms: median(model),
+        same_class: same as f64 / analysed.len().max(1) as f64,
+        max_abs_diff_probs: max_diff,
+    })
+}
+
+/// The encoder's time per tract op kind over the analysed images: `{op: {ms_per_image, share}}`.
+fn encoder_profile(
+    analyzer: &mut Analyzer,
+    analysed: &[(&PathBuf, Vec<f32>)],
+) -> anyhow::Result<serde_json::Value> {
+    use onboard::bundle::GraphRole;
+    let mut graph =
+        onboard::runtime::Graph::load_at(&analyzer.bundle, GraphRole::Encoder, analyzer.precision)?;
+    let mut out = vec![0f32; analyzer.bundle.manifest.latent_dim];
+    let mut times = std::collections::BTreeMap::new();
+    for (path, _) in analysed {
+        analyzer.load_input(path)?;
+        graph.run_profiled(analyzer.input(), &mut out, &mut times)?;
+    }
+    let sum: f64 = times.values().sum();
+    let n = analysed.len().max(1) as f64;
+    Ok(times
+        .into_iter()
+        .map(|(op, ms)| {
+            let v = serde_json::json!({"ms_per_image": ms / n, "share": ms / sum.max(f64::MIN_POSITIVE)});
+            (op, v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = args.model.dir();
     let mut analyzer: Analyzer = args.model.load()?;
@@ -56,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut core_allocs, mut runtime_allocs) = (0u64, 0u64);
     let mut images = 0u64;
     let mut skipped = 0u64;
+    let mut analysed: Vec<(&PathBuf, Vec<f32>)> = Vec::new();
     for path in &files {
         let t0 = Instant::now();
         let result = (|| -> Result<(), onboard::pipeline::AnalyzeError> {
@@ -77,6 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(()) => {
                 images += 1;
                 total.push(t0.elapsed().as_secs_f64() * 1e3);
+                analysed.push((path, analyzer.logits().to_vec()));
             }
             Err(e) => {
                 skipped += 1;
@@ -90,7 +182,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.data.display()
     );
     let per = |n: u64| n as f64 / images as f64;
-    let doc = serde_json::json!({
+    let tract_model: Vec<f64> = enc.iter().zip(&cls).map(|(e, c)| e + c).collect();
+    let tract_model_ms = median(tract_model);
+    let peak_rss = peak_rss_kib();
+    #[allow(unused_mut)]
+    let mut doc = serde_json::json!({
         "model": model.display().to_string(),
         "precision": analyzer.precision.name(),
         "images": images,
@@ -105,8 +201,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         "core_heap_allocs_per_image": per(core_allocs),
         "runtime_heap_allocs_per_image": per(runtime_allocs),
-        "peak_rss_kib": peak_rss_kib(),
+        "tract_model_ms_per_image": tract_model_ms,
+        "peak_rss_kib": peak_rss,
     });
+    if args.profile {
+        doc["encoder_profile"] = encoder_profile(&mut analyzer, &analysed)?;
+    }
+    #[cfg(feature = "ort")]
+    if let Some(lib) = &args.ort_lib {
+        let ort = ort_pass(lib, &mut analyzer, &analysed)?;
+        doc["tract_vs_ort_ratio"] = (tract_model_ms / ort.model_ms).into();
+        doc["onnxruntime"] = serde_json::to_value(&ort)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&doc)?);
     } else {

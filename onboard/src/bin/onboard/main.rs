@@ -4,6 +4,8 @@ mod alloc_count;
 mod bench;
 mod downlink_bench;
 mod eval;
+#[cfg(feature = "ort")]
+mod ort_side;
 mod prioritize;
 
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
-//! A depthwise 2-D convolution op for tract (f32, NCHW, batch 1) computed channels-last, so
-//! the inner loop runs over contiguous channels and the compiler vectorizes it (SSE/AVX on
-//! x86, NEON on aarch64); [`substitute`] swaps it in for tract's generic depthwise kernel in a
-//! decluttered model.
+//! A depthwise 2-D convolution op for tract (f32, batch 1) computed channels-last, so the inner
+//! loop runs over contiguous channels and the compiler vectorizes it (SSE on x86, NEON on
+//! aarch64, where tract already lays the graph out channels-last); [`substitute`] swaps it in
+//! for tract's generic depthwise kernel in a decluttered model.
 
 use std::sync::Arc;
 
@@ -45,8 +45,7 @@ pub fn depthwise(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) -> bool {
-    let (c, [h, wd], [ho, wo], [kh, kw], s) =
-        (g.channels, g.input, g.output, g.kernel, g.stride.max(1));
+    let (c, [h, wd], [ho, wo], [kh, kw]) = (g.channels, g.input, g.output, g.kernel);
     if x.len() != c * h * wd
         || out.len() != c * ho * wo
         || w_taps.len() != c * kh * kw
@@ -67,11 +66,34 @@ pub fn depthwise(
         &mut scratch.output[..out.len()],
     );
     transpose(x, c, h * wd, input);
+    depthwise_hwc(input, w_taps, bias, g, output);
+    transpose(output, ho * wo, c, out);
+    true
+}
+
+/// [`depthwise`] on channels-last planes: `x` `[h, w, c]`, `out` `[ho, wo, c]` (the layout
+/// tract itself picks on aarch64), no transposes. Returns false when a length does not match.
+pub fn depthwise_hwc(
+    x: &[f32],
+    w_taps: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    out: &mut [f32],
+) -> bool {
+    let (c, [h, wd], [ho, wo], [kh, kw], s) =
+        (g.channels, g.input, g.output, g.kernel, g.stride.max(1));
+    if x.len() != c * h * wd
+        || out.len() != c * ho * wo
+        || w_taps.len() != c * kh * kw
+        || bias.len() != c
+    {
+        return false;
+    }
     let [pt, pl] = g.pad;
     for y in 0..ho {
         for xo in 0..wo {
             let at = (y * wo + xo) * c;
-            let acc = &mut output[at..at + c];
+            let acc = &mut out[at..at + c];
             acc.copy_from_slice(bias);
             for ky in 0..kh {
                 let iy = y * s + ky;
@@ -85,7 +107,7 @@ pub fn depthwise(
                     }
                     let from = ((iy - pt) * wd + ix - pl) * c;
                     let tap = (ky * kw + kx) * c;
-                    let xs = &input[from..from + c];
+                    let xs = &x[from..from + c];
                     let ws = &w_taps[tap..tap + c];
                     for ((a, v), w) in acc.iter_mut().zip(xs).zip(ws) {
                         *a += w * v;
@@ -94,7 +116,6 @@ pub fn depthwise(
             }
         }
     }
-    transpose(output, ho * wo, c, out);
     true
 }
 
@@ -200,14 +221,16 @@ std::thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// The op: [`depthwise_rows`] (wide planes, weights `[c, kh, kw]`) or [`depthwise`] (narrow
-/// planes, weights `[kh, kw, c]`) with its weights and bias `[c]` baked in. Input
-/// `[1, c, h, w]` (or `[c, h, w]` once tract has dropped the batch axis) f32, output
-/// `[1, c, ho, wo]` (or `[c, ho, wo]`) f32.
+/// The op: [`depthwise_hwc`] when tract's layout is channels-last (aarch64), else
+/// [`depthwise_rows`] (wide planes, weights `[c, kh, kw]`) or [`depthwise`] (narrow planes),
+/// with its weights (`[kh, kw, c]` for the channels-last kernels) and bias `[c]` baked in. Input
+/// and output f32 in tract's layout for the node: `[1, c, h, w]`, `[c, h, w]`, `[1, h, w, c]` or
+/// `[h, w, c]` (the batch axis dropped or not, channels first or last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepthwiseF32 {
     geometry: Geometry,
     batch_axis: bool,
+    channels_last: bool,
     weights: Arc<Tensor>,
     bias: Arc<Tensor>,
 }
@@ -215,7 +238,11 @@ pub struct DepthwiseF32 {
 impl DepthwiseF32 {
     fn output_shape(&self) -> TVec<usize> {
         let g = &self.geometry;
-        let mut shape: TVec<usize> = tvec![g.channels, g.output[0], g.output[1]];
+        let mut shape: TVec<usize> = if self.channels_last {
+            tvec![g.output[0], g.output[1], g.channels]
+        } else {
+            tvec![g.channels, g.output[0], g.output[1]]
+        };
         if self.batch_axis {
             shape.insert(0, 1);
         }
@@ -261,7 +288,9 @@ impl EvalOp for DepthwiseF32 {
                 bv.as_slice::<f32>()?,
             );
             let out = ov.as_slice_mut::<f32>()?;
-            let ok = if uses_rows(g) {
+            let ok = if self.channels_last {
+                depthwise_hwc(x, w, b, g, out)
+            } else if uses_rows(g) {
                 depthwise_rows(x, w, b, g, out)
             } else {
                 SCRATCH.with(|s| depthwise(x, w, b, g, &mut s.borrow_mut(), out))
@@ -299,8 +328,9 @@ impl TypedOp for DepthwiseF32 {
     }
 }
 
-/// The replacement for one tract `Conv` node, when it is an f32 NCHW (batch 1) or CHW depthwise
-/// 2-D convolution with constant weights and bias, no dilation and explicit padding.
+/// The replacement for one tract `Conv` node, when it is an f32 depthwise 2-D convolution in
+/// NCHW or NHWC (batch 1), CHW or HWC layout, with constant weights and bias, no dilation and
+/// explicit padding.
 fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<DepthwiseF32>> {
     let Some(conv) = node.op_as::<Conv>() else {
         return Ok(None);
@@ -310,7 +340,10 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Depth
     if conv.q_params.is_some()
         || conv.group != c
         || ps.output_channels != c
-        || !matches!(ps.data_format, DataFormat::NCHW | DataFormat::CHW)
+        || !matches!(
+            ps.data_format,
+            DataFormat::NCHW | DataFormat::CHW | DataFormat::NHWC | DataFormat::HWC
+        )
         || ps.kernel_shape.len() != 2
         || conv.kernel_fmt != KernelFormat::OIHW
         || node.inputs.len() != 3
@@ -338,13 +371,18 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Depth
     ) else {
         return Ok(None);
     };
-    let batch_axis = ps.data_format == DataFormat::NCHW;
-    let (ins, outs) = match (batch_axis, ins.as_slice(), outs.as_slice()) {
-        (true, [1, c, h, w], [1, oc, oh, ow]) | (false, [c, h, w], [oc, oh, ow]) => {
-            ([*c, *h, *w], [*oc, *oh, *ow])
-        }
-        _ => return Ok(None),
+    let batch_axis = matches!(ps.data_format, DataFormat::NCHW | DataFormat::NHWC);
+    let channels_last = matches!(ps.data_format, DataFormat::NHWC | DataFormat::HWC);
+    let unbatched = |v: &[usize]| match (batch_axis, v) {
+        (true, [1, rest @ ..]) | (false, rest) => <[usize; 3]>::try_from(rest).ok(),
+        _ => None,
     };
+    let (Some(ins), Some(outs)) = (unbatched(&ins), unbatched(&outs)) else {
+        return Ok(None);
+    };
+    // As `[c, h, w]` whatever the layout.
+    let chw = |[a, b, c]: [usize; 3]| if channels_last { [c, a, b] } else { [a, b, c] };
+    let (ins, outs) = (chw(ins), chw(outs));
     if fact.datum_type != f32::datum_type() || ins[0] != c || outs[0] != c {
         return Ok(None);
     }
@@ -372,7 +410,8 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Depth
     Ok(Some(DepthwiseF32 {
         geometry,
         batch_axis,
-        weights: if uses_rows(&geometry) {
+        channels_last,
+        weights: if uses_rows(&geometry) && !channels_last {
             w
         } else {
             Arc::new(tensor1(&taps_major(
@@ -480,6 +519,16 @@ mod tests {
                 );
             }
             assert!(!depthwise(&x[1..], &taps, &b, &g, &mut scratch, &mut out));
+            // Channels-last in and out: the transposed definition.
+            let mut x_hwc = vec![0.0; x.len()];
+            transpose(&x, 3, h * w, &mut x_hwc);
+            let mut hwc = vec![f32::NAN; out.len()];
+            assert!(depthwise_hwc(&x_hwc, &taps, &b, &g, &mut hwc));
+            let mut want_hwc = vec![0.0; want.len()];
+            transpose(&want, 3, ho * wo, &mut want_hwc);
+            for (a, e) in hwc.iter().zip(&want_hwc) {
+                assert!((a - e).abs() < 1e-5, "hwc k{k} s{s} {h}x{w}: {a} vs {e}");
+            }
             assert!(!depthwise_rows(&x[1..], &wt, &b, &g, &mut rows));
         }
     }

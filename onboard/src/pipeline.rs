@@ -51,6 +51,7 @@ pub struct Analyzer {
     pub precision: Precision,
     encoder: Graph,
     classifier: Graph,
+    decode: preprocess::DecodeBuffers,
     classifier_input: GraphInput,
     input: Vec<f32>,
     latent: Vec<f32>,
@@ -95,6 +96,7 @@ impl Analyzer {
             logits: vec![0.0; cls.output_dim],
             classifier_input: cls.input,
             precision,
+            decode: preprocess::DecodeBuffers::default(),
             encoder,
             classifier,
             bundle,
@@ -122,8 +124,9 @@ impl Analyzer {
 
     /// Decodes, resizes and normalizes `path` into the input buffer; returns its quality flags.
     pub fn load_input(&mut self, path: &Path) -> Result<QualityFlags, AnalyzeError> {
-        let img = preprocess::decode_file(path)?;
-        let rgb = preprocess::resize_rgb(&img, &self.bundle.manifest.input);
+        let rgb = self
+            .decode
+            .load_resized(path, &self.bundle.manifest.input)?;
         preprocess::normalize_into(&rgb, &self.bundle.manifest.input, &mut self.input);
         Ok(preprocess::quality_flags(&rgb))
     }

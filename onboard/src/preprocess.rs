@@ -3,7 +3,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{imageops::FilterType, DynamicImage, ImageReader, Limits, RgbImage};
+use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::bundle::InputSpec;
 
@@ -51,6 +51,15 @@ pub enum ImageError {
 /// Reads and decodes an image file within the size limits above. The format is read from the
 /// content; a content that contradicts a known image extension (a PNG named `.JPG`) is refused.
 pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
+    let mut bytes = Vec::new();
+    read_checked(path, &mut bytes)?;
+    decode_bytes(&bytes)
+}
+
+/// Reads `path` into `bytes` (replacing its content, reusing its capacity) after the file-size
+/// checks, and refuses a content that contradicts a known image extension.
+fn read_checked(path: &Path, bytes: &mut Vec<u8>) -> Result<(), ImageError> {
+    use std::io::Read;
     let meta = std::fs::metadata(path)?;
     if meta.len() == 0 {
         return Err(ImageError::Empty);
@@ -58,13 +67,16 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(ImageError::TooLarge(meta.len()));
     }
-    let bytes = std::fs::read(path)?;
+    bytes.clear();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES)
+        .read_to_end(bytes)?;
     if let Some(named) = path
         .extension()
         .and_then(|e| e.to_str())
         .and_then(image::ImageFormat::from_extension)
     {
-        if let Ok(content) = image::guess_format(&bytes) {
+        if let Ok(content) = image::guess_format(bytes) {
             if content != named {
                 return Err(ImageError::FormatMismatch {
                     content: format!("{content:?}").to_uppercase(),
@@ -73,11 +85,21 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
             }
         }
     }
-    decode_bytes(&bytes)
+    Ok(())
 }
 
 /// Decodes an in-memory image within the size limits above.
 pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
+    let img = checked_reader(bytes)?.decode()?;
+    if img.width() < 8 || img.height() < 8 {
+        return Err(ImageError::TooSmall(img.width(), img.height()));
+    }
+    Ok(img)
+}
+
+/// A reader over `bytes` that passed the content checks (non-empty, complete JPEG, header
+/// within [`MAX_SIDE`]) with the decode limits set.
+fn checked_reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -96,11 +118,61 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
-    let img = reader.decode()?;
-    if img.width() < 8 || img.height() < 8 {
-        return Err(ImageError::TooSmall(img.width(), img.height()));
+    Ok(reader)
+}
+
+/// Buffers reused from image to image by [`DecodeBuffers::load_resized`]: the file's bytes and
+/// the decoded frame.
+#[derive(Debug, Default)]
+pub struct DecodeBuffers {
+    file: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+impl DecodeBuffers {
+    /// Reads, checks and decodes `path` like [`decode_file`] and resizes it like
+    /// [`resize_rgb`], into the same image. An 8-bit RGB image (every camera JPEG) is decoded
+    /// into the reused frame buffer; any other pixel format goes through [`decode_bytes`].
+    pub fn load_resized(&mut self, path: &Path, spec: &InputSpec) -> Result<RgbImage, ImageError> {
+        read_checked(path, &mut self.file)?;
+        let decoder = checked_reader(&self.file)?.into_decoder()?;
+        let (w, h) = decoder.dimensions();
+        if w < 8 || h < 8 {
+            return Err(ImageError::TooSmall(w, h));
+        }
+        if decoder.color_type() != image::ColorType::Rgb8 {
+            let img = DynamicImage::from_decoder(decoder)?;
+            return Ok(resize_rgb(&img, spec));
+        }
+        let len = decoder.total_bytes();
+        if len > MAX_DECODE_ALLOC {
+            return Err(ImageError::Decode(image::ImageError::Limits(
+                image::error::LimitError::from_kind(
+                    image::error::LimitErrorKind::InsufficientMemory,
+                ),
+            )));
+        }
+        self.frame.resize(len as usize, 0);
+        decoder.read_image(&mut self.frame)?;
+        let mismatch = || {
+            ImageError::Decode(image::ImageError::Parameter(
+                image::error::ParameterError::from_kind(
+                    image::error::ParameterErrorKind::DimensionMismatch,
+                ),
+            ))
+        };
+        if w == spec.width && h == spec.height {
+            return RgbImage::from_raw(w, h, self.frame.clone()).ok_or_else(mismatch);
+        }
+        let frame = image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(w, h, &self.frame[..])
+            .ok_or_else(mismatch)?;
+        Ok(image::imageops::resize(
+            &frame,
+            spec.width,
+            spec.height,
+            FilterType::Triangle,
+        ))
     }
-    Ok(img)
 }
 
 /// Whether a JPEG stream ends with the end-of-image marker `FF D9` (trailing zero padding
@@ -286,5 +358,28 @@ mod tests {
         let s = spec(8, 8);
         let rgb = RgbImage::new(8, 8);
         assert!(!normalize_into(&rgb, &s, &mut [0.0; 10]));
+    }
+
+    #[test]
+    fn reused_buffers_give_the_same_image_or_the_same_error_as_a_fresh_decode() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
+        let s = spec(96, 96);
+        let mut buffers = DecodeBuffers::default();
+        let mut files: Vec<_> = ["pass", "bad"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() > 20);
+        for path in &files {
+            let fresh = decode_file(path).map(|img| resize_rgb(&img, &s));
+            let reused = buffers.load_resized(path, &s);
+            match (fresh, reused) {
+                (Ok(a), Ok(b)) => assert!(a == b, "{}: pixels differ", path.display()),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{}", path.display()),
+                (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.err(), b.err()),
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod centroid;
 mod plan;
+pub mod queue;
 
 pub use centroid::{nearest_centroid, novelty, ClusterStats, Nearest};
 pub use plan::{plan, Decision, Outcome, PlanItem, PlanWeights, MAX_CLASSES, MAX_CLUSTERS};
@@ -27,6 +28,15 @@ pub enum DecideError {
         capacity: usize,
         /// Items offered.
         got: usize,
+    },
+    /// The fixed-capacity candidate queue was full; `item` (an index into the caller's list)
+    /// was handed back unqueued.
+    #[error("candidate queue full at its capacity of {capacity}; item {item} not queued")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+        /// The item that did not fit.
+        item: usize,
     },
 }
 

@@ -3,8 +3,7 @@
 //! suppression and quality penalties. Allocation-free: the caller owns every buffer and the
 //! priority queue has a fixed capacity `N`.
 
-use heapless::binary_heap::{BinaryHeap, Max};
-
+use super::queue::{Candidate, CandidateQueue};
 use super::DecideError;
 
 /// Largest number of classes a plan supports.
@@ -84,26 +83,6 @@ impl Default for Outcome {
             gain: 0.0,
             initial_gain: 0.0,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Entry {
-    key: f32,
-    index: usize,
-}
-
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.key
-            .total_cmp(&other.key)
-            .then(other.index.cmp(&self.index))
     }
 }
 
@@ -187,7 +166,7 @@ pub fn plan<const N: usize>(
         class_mass: [0.0; MAX_CLASSES],
         cluster_count: [0; MAX_CLUSTERS],
     };
-    let mut heap: BinaryHeap<Entry, Max, N> = BinaryHeap::new();
+    let mut heap: CandidateQueue<N> = CandidateQueue::new();
     chosen.iter_mut().for_each(|c| *c = false);
     for (i, it) in items.iter().enumerate() {
         let g = gain(it, values, weights, &st, chosen);
@@ -198,10 +177,10 @@ pub fn plan<const N: usize>(
         };
         if g > 0.0 {
             let key = g / it.bytes.max(1) as f32;
-            heap.push(Entry { key, index: i })
-                .map_err(|_| DecideError::Capacity {
-                    capacity: N,
-                    got: n,
+            heap.push(Candidate { key, index: i })
+                .map_err(|e| DecideError::QueueFull {
+                    capacity: e.capacity,
+                    item: e.candidate.index,
                 })?;
         }
     }
@@ -221,20 +200,20 @@ pub fn plan<const N: usize>(
         }
         let key = g / it.bytes.max(1) as f32;
         let stale = heap.peek().is_some_and(|next| {
-            Entry {
+            Candidate {
                 key,
                 index: top.index,
             } < *next
         });
         if stale {
             // Gains only fall as the set grows, so a re-scored item goes back in line.
-            heap.push(Entry {
+            heap.push(Candidate {
                 key,
                 index: top.index,
             })
-            .map_err(|_| DecideError::Capacity {
-                capacity: N,
-                got: n,
+            .map_err(|e| DecideError::QueueFull {
+                capacity: e.capacity,
+                item: e.candidate.index,
             })?;
             continue;
         }

@@ -21,6 +21,28 @@ impl Ranges {
     }
 }
 
+/// `model` optimized by tract for one f32 input of shape `input_shape`, with every node output
+/// exposed as a model output; returns those tensor names, in node order, and the plan.
+pub fn every_tensor_plan(
+    model: &pb::ModelProto,
+    input_shape: &[usize],
+) -> anyhow::Result<(Vec<String>, std::sync::Arc<TypedSimplePlan>)> {
+    let graph = model.graph.as_ref().context("model has no graph")?;
+    let names: Vec<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
+    let plan = tract_onnx::onnx()
+        .model_for_proto_model(model)
+        .and_then(|m| m.with_input_fact(0, f32::fact(input_shape).into()))
+        .and_then(|m| m.with_outputs_by_name(&names))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok((names, plan))
+}
+
 /// Runs `model` (one f32 input of shape `input_shape`) on every input of `inputs` (row-major,
 /// `prod(input_shape)` values each) and records the range of the graph input and of every node
 /// output. Fails when no input is given or a range is not finite.
@@ -35,18 +57,7 @@ pub fn calibrate<'a>(
         .first()
         .map(|i| i.name.clone())
         .context("graph has no input")?;
-    let names: Vec<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().cloned())
-        .collect();
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(model)
-        .and_then(|m| m.with_input_fact(0, f32::fact(input_shape).into()))
-        .and_then(|m| m.with_outputs_by_name(&names))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
+    let (names, plan) = every_tensor_plan(model, input_shape)
         .context("tract cannot load the graph for calibration")?;
     let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
     let mut observe = |name: &str, values: &[f32]| {

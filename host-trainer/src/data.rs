@@ -186,6 +186,23 @@ pub fn load_splits(
     Ok(concat(sets))
 }
 
+/// The training splits (as [`load_splits`]) and, when given, the validation split (as
+/// [`load_split`]), each keeping at most `limit` items per split file.
+pub fn load_train_val(
+    root: &Path,
+    train_splits: &[String],
+    val_split: Option<&str>,
+    spec: &InputSpec,
+    limit: Option<usize>,
+    n_classes: usize,
+) -> anyhow::Result<(ImageSet, Option<ImageSet>)> {
+    let train = load_splits(root, train_splits, spec, limit, n_classes)?;
+    let val = val_split
+        .map(|v| load_split(root, v, spec, limit, n_classes))
+        .transpose()?;
+    Ok((train, val))
+}
+
 /// Concatenates image sets (e.g. several unlabeled sources).
 pub fn concat(sets: Vec<ImageSet>) -> ImageSet {
     let images = Tensor::cat(&sets.iter().map(|s| &s.images).collect::<Vec<_>>(), 0);

@@ -269,23 +269,14 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
 
     let classes = data::class_names(&opts.data)?;
     let spec = input_spec(cfg.input_size);
-    let train_set = data::load_splits(
+    let (train_set, val_set) = data::load_train_val(
         &opts.data,
         &opts.train_splits,
+        opts.val_split.as_deref(),
         &spec,
         cfg.limit_images,
         classes.len(),
     )?;
-    let val_set: Option<ImageSet> = match &opts.val_split {
-        Some(v) => Some(data::load_split(
-            &opts.data,
-            v,
-            &spec,
-            cfg.limit_images,
-            classes.len(),
-        )?),
-        None => None,
-    };
     let mut unlabeled = Vec::new();
     for dir in &opts.unlabeled {
         unlabeled.push(data::load_folder(dir, &spec, cfg.limit_images)?);

@@ -157,23 +157,14 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
         .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
     let classes = data::class_names(&opts.data)?;
     let spec = run::input_spec(cfg.input_size);
-    let train = data::load_splits(
+    let (train, val) = data::load_train_val(
         &opts.data,
         &opts.train_splits,
+        opts.val_split.as_deref(),
         &spec,
         cfg.limit_images,
         classes.len(),
     )?;
-    let val: Option<ImageSet> = match &opts.val_split {
-        Some(v) => Some(data::load_split(
-            &opts.data,
-            v,
-            &spec,
-            cfg.limit_images,
-            classes.len(),
-        )?),
-        None => None,
-    };
     let unlabeled = if opts.unlabeled.is_empty() {
         let mut all = vec![train.images.shallow_clone()];
         all.extend(val.iter().map(|v| v.images.shallow_clone()));

@@ -45,12 +45,8 @@ pub fn depthwise(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) -> bool {
-    let (c, [h, wd], [ho, wo], [kh, kw]) = (g.channels, g.input, g.output, g.kernel);
-    if x.len() != c * h * wd
-        || out.len() != c * ho * wo
-        || w_taps.len() != c * kh * kw
-        || bias.len() != c
-    {
+    let (c, [h, wd], [ho, wo]) = (g.channels, g.input, g.output);
+    if x.len() != c * h * wd || out.len() != c * ho * wo {
         return false;
     }
     for (buf, n) in [
@@ -66,7 +62,9 @@ pub fn depthwise(
         &mut scratch.output[..out.len()],
     );
     transpose(x, c, h * wd, input);
-    depthwise_hwc(input, w_taps, bias, g, output);
+    if !depthwise_hwc(input, w_taps, bias, g, output) {
+        return false;
+    }
     transpose(output, ho * wo, c, out);
     true
 }

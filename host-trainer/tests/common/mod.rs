@@ -47,22 +47,10 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<Graph
     let (input, latent_file) = (scratch.join("x.bin"), scratch.join("latent.bin"));
     std::fs::write(&input, raw(x)).unwrap();
     std::fs::write(&latent_file, raw(&latent)).unwrap();
-    let python = std::env::var("TRIAGE_PYTHON")
-        .expect("TRIAGE_PYTHON is set by scripts/env.sh (run scripts/test.sh)");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_onnx.py");
-    let res = Command::new(python)
-        .arg(script)
-        .arg(dir)
-        .arg(&input)
-        .arg(&latent_file)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "check_onnx.py failed: {}",
-        String::from_utf8_lossy(&res.stderr)
+    let doc = python_json(
+        "check_onnx.py",
+        &[dir.as_os_str(), input.as_os_str(), latent_file.as_os_str()],
     );
-    let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     let graphs = doc["graphs"].as_array().unwrap();
     assert_eq!(graphs.len(), bundle.manifest.graphs.len());
     graphs
@@ -114,6 +102,23 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<Graph
             }
         })
         .collect()
+}
+
+/// Runs `scripts/SCRIPT` with the test venv's python and `args`, asserts it succeeded, and
+/// parses its standard output as one JSON value.
+fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let python = std::env::var("TRIAGE_PYTHON")
+        .expect("TRIAGE_PYTHON is set by scripts/env.sh (run scripts/test.sh)");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
+    let res = Command::new(python).arg(path).args(args).output().unwrap();
+    assert!(
+        res.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    serde_json::from_slice(&res.stdout).unwrap()
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -198,22 +203,7 @@ pub fn int8_ops_vs_tract(
     let bytes = std::fs::read(model).unwrap();
     let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
     let graph = proto.graph.as_ref().unwrap();
-    let names: Vec<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().cloned())
-        .collect();
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(&proto)
-        .unwrap()
-        .with_input_fact(0, f32::fact(shape).into())
-        .unwrap()
-        .with_outputs_by_name(&names)
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
+    let (names, plan) = host_trainer::calibrate::every_tensor_plan(&proto, shape).unwrap();
     let input = Tensor::from_shape(shape, x).unwrap();
     let outs = plan.run(tvec![input.clone().into()]).unwrap();
     let dump = scratch.join("dump");
@@ -242,20 +232,7 @@ pub fn int8_ops_vs_tract(
         serde_json::to_vec(&serde_json::Value::Object(index)).unwrap(),
     )
     .unwrap();
-    let python = std::env::var("TRIAGE_PYTHON").unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_int8_ops.py");
-    let res = Command::new(python)
-        .arg(script)
-        .arg(model)
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "check_int8_ops.py failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    let doc = python_json("check_int8_ops.py", &[model.as_os_str(), dump.as_os_str()]);
     doc["nodes"]
         .as_array()
         .unwrap()

@@ -1,9 +1,9 @@
 //! Measures the depthwise convolutions of EfficientNet-Lite0 at 96x96 input, one layer shape
-//! each, with both `onboard::dwconv` kernels (channels-last and plane-by-plane rows);
-//! throughput in multiply-accumulates.
+//! each, with `onboard::dwconv`'s channels-last kernel (run-time dispatched, and portable) and
+//! ReLU6 fused; throughput in multiply-accumulates.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use onboard::dwconv::{depthwise, depthwise_rows, taps_major, Geometry, Scratch};
+use onboard::dwconv::{depthwise_hwc, depthwise_hwc_portable, Clamp, Geometry};
 
 /// `(channels, input side, kernel, stride, padding)` of each distinct depthwise layer.
 const LAYERS: [(usize, usize, usize, usize, usize); 12] = [
@@ -35,17 +35,16 @@ fn bench(c: &mut Criterion) {
         };
         let x = triage_benches::synthetic(ch * h * h, 1);
         let w = triage_benches::synthetic(ch * k * k, 2);
-        let taps = taps_major(&w, ch, k * k);
         let bias = triage_benches::synthetic(ch, 3);
         let mut out = vec![0.0; ch * ho * ho];
-        let mut scratch = Scratch::default();
+        let relu6 = Clamp { lo: 0.0, hi: 6.0 };
         g.throughput(Throughput::Elements((ch * ho * ho * k * k) as u64));
         let name = format!("c{ch}_{h}x{h}_k{k}_s{s}");
-        g.bench_with_input(BenchmarkId::new("channels_last", &name), &(), |b, _| {
-            b.iter(|| depthwise(&x, &taps, &bias, &geometry, &mut scratch, &mut out))
+        g.bench_with_input(BenchmarkId::new("dispatched", &name), &(), |b, _| {
+            b.iter(|| depthwise_hwc(&x, &w, &bias, &geometry, relu6, &mut out))
         });
-        g.bench_with_input(BenchmarkId::new("rows", &name), &(), |b, _| {
-            b.iter(|| depthwise_rows(&x, &w, &bias, &geometry, &mut out))
+        g.bench_with_input(BenchmarkId::new("portable", &name), &(), |b, _| {
+            b.iter(|| depthwise_hwc_portable(&x, &w, &bias, &geometry, relu6, &mut out))
         });
     }
     g.finish();

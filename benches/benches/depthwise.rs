@@ -1,9 +1,9 @@
 //! Measures the depthwise convolutions of EfficientNet-Lite0 at 96x96 input, one layer shape
-//! each, with `onboard::dwconv`'s channels-last kernel (run-time dispatched, and portable) and
+//! each, with `onboard::convops`'s channels-last kernel (run-time dispatched, and portable) and
 //! ReLU6 fused; throughput in multiply-accumulates.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use onboard::dwconv::{depthwise_hwc, depthwise_hwc_portable, Clamp, Geometry};
+use onboard::convops::{depthwise_hwc, depthwise_hwc_portable, Clamp, Geometry};
 
 /// `(channels, input side, kernel, stride, padding)` of each distinct depthwise layer.
 const LAYERS: [(usize, usize, usize, usize, usize); 12] = [

@@ -1,5 +1,5 @@
 //! Measures each graph of the default bundle at every precision it carries (tract, one input;
-//! the f32 encoder also with tract's own depthwise kernel instead of `DepthwiseF32`) and the
+//! the encoders also with tract's own convolution kernels instead of `onboard::convops`) and the
 //! whole per-image pipeline at the default precision.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -37,17 +37,15 @@ fn bench(c: &mut Criterion) {
             let mut out = vec![0.0f32; entry.output_dim];
             let name = format!("{}_{precision}", format!("{role:?}").to_lowercase());
             g.bench_function(&name, |b| b.iter(|| graph.run_into(x, &mut out)));
-            if graph.depthwise_replaced() == 0 {
+            let r = graph.replaced();
+            if r.depthwise + r.pointwise == 0 {
                 continue;
             }
-            let tract_dw = LoadOptions {
-                own_depthwise: false,
-            };
             let shape = bundle.manifest.input_shape(entry);
             if let Ok(mut graph) =
-                Graph::load_shaped_with(&path, &shape, entry.output_dim, tract_dw)
+                Graph::load_shaped_with(&path, &shape, entry.output_dim, LoadOptions::TRACT_ONLY)
             {
-                g.bench_function(format!("{name}_tract_depthwise"), |b| {
+                g.bench_function(format!("{name}_tract_kernels"), |b| {
                     b.iter(|| graph.run_into(x, &mut out))
                 });
             }

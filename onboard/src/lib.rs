@@ -22,7 +22,7 @@ pub mod preprocess;
 pub mod render;
 
 #[cfg(feature = "tract")]
-pub mod dwconv;
+pub mod convops;
 #[cfg(feature = "tract")]
 pub mod journal;
 #[cfg(feature = "tract")]

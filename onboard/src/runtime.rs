@@ -54,21 +54,34 @@ pub struct Graph {
     state: TypedSimpleState,
     /// Input tensor reused from run to run (refilled in place once tract has released it).
     input: Arc<Tensor>,
-    depthwise_replaced: usize,
+    replaced: crate::convops::Replaced,
 }
 
 /// How a graph is prepared for tract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Run f32 depthwise convolutions with [`crate::dwconv::DepthwiseF32`] instead of tract's
-    /// generic depthwise kernel (default true).
-    pub own_depthwise: bool,
+    /// Which convolutions run on the project's kernels ([`crate::convops`]) instead of tract's
+    /// (default: depthwise and pointwise).
+    pub kernels: crate::convops::Kernels,
+}
+
+impl LoadOptions {
+    /// Every convolution on tract's own kernels.
+    pub const TRACT_ONLY: Self = Self {
+        kernels: crate::convops::Kernels {
+            depthwise: false,
+            pointwise: false,
+        },
+    };
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            own_depthwise: true,
+            kernels: crate::convops::Kernels {
+                depthwise: true,
+                pointwise: true,
+            },
         }
     }
 }
@@ -138,13 +151,9 @@ impl Graph {
         let typed = model
             .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
             .map_err(load_err)?;
-        let (typed, depthwise_replaced) = if options.own_depthwise {
-            crate::dwconv::substitute(typed).map_err(load_err)?
-        } else {
-            (typed, 0)
-        };
+        let (typed, replaced) =
+            crate::convops::substitute(typed, options.kernels).map_err(load_err)?;
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
@@ -157,7 +166,7 @@ impl Graph {
             output_dim,
             state,
             input,
-            depthwise_replaced,
+            replaced,
         };
         let zeros = vec![0.0f32; shape.iter().product()];
         let mut out = vec![0.0f32; output_dim];
@@ -237,9 +246,9 @@ impl Graph {
         Ok(())
     }
 
-    /// How many depthwise convolutions run on [`crate::dwconv::DepthwiseF32`].
-    pub fn depthwise_replaced(&self) -> usize {
-        self.depthwise_replaced
+    /// How many convolutions run on the project's kernels, and how many clamps they fused.
+    pub fn replaced(&self) -> crate::convops::Replaced {
+        self.replaced
     }
 
     /// The graph's file.

@@ -1,19 +1,14 @@
-//! A depthwise 2-D convolution op for tract (f32, batch 1) run channels-last, with the clamp
-//! that follows it (ReLU6) fused; [`substitute`] swaps it in for tract's depthwise convolutions
-//! in a decluttered model and moves the graph around it to channels-last.
-
-mod kernel;
+//! [`DepthwiseF32`]: tract op running [`depthwise_hwc`] on channels-last tensors.
 
 use std::sync::Arc;
 
-pub use kernel::{depthwise_hwc, depthwise_hwc_portable, taps_major, transpose, Clamp, Geometry};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{
-    AxesMapping, AxisOp, EvalContext, EvalOp, Op, StaticName, TypedModelPatch, TypedOp,
-};
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::depthwise_kernel::{depthwise_hwc, taps_major, Clamp, Geometry};
+use super::ChannelMove;
 
 /// The op: [`depthwise_hwc`] with its weights `[kh, kw, c]`, bias `[c]` and output [`Clamp`]
 /// baked in. Input `[1, h, w, c]` or `[h, w, c]` f32 (with or without the batch axis), output
@@ -40,6 +35,14 @@ impl DepthwiseF32 {
     /// The fused output bounds.
     pub fn clamp(&self) -> Clamp {
         self.clamp
+    }
+
+    /// The same op with output bounds `clamp`.
+    pub fn with_clamp(&self, clamp: Clamp) -> Self {
+        Self {
+            clamp,
+            ..self.clone()
+        }
     }
 }
 
@@ -114,13 +117,10 @@ impl TypedOp for DepthwiseF32 {
     }
 }
 
-/// The channel axis move `(from, to)` that puts a channels-first tensor channels-last.
-type ChannelMove = (usize, usize);
-
 /// The replacement for one tract `Conv` node, when it is an f32 depthwise 2-D convolution in
 /// NCHW, CHW, NHWC or HWC layout (batch 1) with constant weights and bias, no dilation and
 /// explicit padding; with the channel axis move `(from, to)` its channels-first input needs.
-fn replacement(
+pub(super) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<(DepthwiseF32, Option<ChannelMove>)>> {
@@ -210,101 +210,4 @@ fn replacement(
     let rank = usize::from(batch_axis) + 3;
     let moves = (!channels_last).then_some((rank - 3, rank - 1));
     Ok(Some((op, moves)))
-}
-
-/// Replaces every depthwise convolution [`DepthwiseF32`] can run in the decluttered `model`,
-/// moving channels-first inputs to channels-last and back around it, declutters again so that
-/// those moves cancel between neighbouring ops, and fuses the clamps that follow each
-/// replacement ([`fuse_clamps`]). Returns the model and how many nodes were replaced.
-pub fn substitute(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        let Some((op, moves)) = replacement(&model, node)? else {
-            continue;
-        };
-        let mut patch = TypedModelPatch::default();
-        let mut x = patch.tap_model(&model, node.inputs[0])?;
-        if let Some((from, to)) = moves {
-            let name = format!("{}.channels_last", node.name);
-            x = patch.wire_node(name, AxisOp::Move(from, to), &[x])?[0];
-        }
-        let mut y = patch.wire_node(&node.name, op, &[x])?[0];
-        if let Some((from, to)) = moves {
-            let name = format!("{}.channels_first", node.name);
-            y = patch.wire_node(name, AxisOp::Move(to, from), &[y])?[0];
-        }
-        patch.shunt_outside(&model, id.into(), y)?;
-        patch.apply(&mut model)?;
-        replaced += 1;
-    }
-    if replaced == 0 {
-        return Ok((model, 0));
-    }
-    let model = fuse_clamps(model.into_decluttered()?)?;
-    Ok((model, replaced))
-}
-
-/// Folds every `Max` / `Min` by a single constant that is the only consumer of a
-/// [`DepthwiseF32`] output (and of the ops folded before it) into that op's [`Clamp`].
-pub fn fuse_clamps(mut model: TypedModel) -> TractResult<TypedModel> {
-    while let Some((id, next, op)) = next_clamp(&model)? {
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(&model, model.node(id).inputs[0])?;
-        let y = patch.wire_node(&model.node(id).name, op, &[x])?;
-        patch.shunt_outside(&model, next.into(), y[0])?;
-        patch.apply(&mut model)?;
-        model = model.into_compact()?;
-    }
-    Ok(model)
-}
-
-/// The first [`DepthwiseF32`] node whose only consumer is a foldable `Max` or `Min`: its id,
-/// the consumer's id, and the op with the bound folded in.
-fn next_clamp(model: &TypedModel) -> TractResult<Option<(usize, usize, DepthwiseF32)>> {
-    let outputs: Vec<OutletId> = model.output_outlets()?.to_vec();
-    for node in model.nodes() {
-        let Some(dw) = node.op_as::<DepthwiseF32>() else {
-            continue;
-        };
-        let succ = &node.outputs[0].successors;
-        if succ.len() != 1 || outputs.contains(&OutletId::new(node.id, 0)) {
-            continue;
-        }
-        let next = model.node(succ[0].node);
-        let Some(bin) = next.op_as::<TypedBinOp>() else {
-            continue;
-        };
-        let fact = model.outlet_fact(OutletId::new(next.id, 0))?;
-        if next.inputs.len() != 2
-            || fact.datum_type != f32::datum_type()
-            || fact.shape != model.outlet_fact(OutletId::new(node.id, 0))?.shape
-        {
-            continue;
-        }
-        let other = next.inputs[1 - succ[0].slot];
-        let Some(k) = model.outlet_fact(other)?.konst.clone() else {
-            continue;
-        };
-        if k.len() != 1 || k.datum_type() != f32::datum_type() {
-            continue;
-        }
-        let v = k.cast_to_scalar::<f32>()?;
-        let mut clamp = dw.clamp;
-        match bin.0.name() {
-            // max(min(max(x, lo), hi), v) is only a clamp while there is no upper bound yet.
-            "Max" if clamp.hi == f32::INFINITY => clamp.lo = clamp.lo.max(v),
-            "Min" => clamp.hi = clamp.hi.min(v),
-            _ => continue,
-        }
-        if v.is_nan() {
-            continue;
-        }
-        let op = DepthwiseF32 {
-            clamp,
-            ..dw.clone()
-        };
-        return Ok(Some((node.id, next.id, op)));
-    }
-    Ok(None)
 }

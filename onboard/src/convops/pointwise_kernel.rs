@@ -212,12 +212,14 @@ fn tile<M: MulAdd, const R: usize, const C: usize>(
 mod tests {
     use super::*;
 
+    type Kernel = fn(&[f32], &Packed, Clamp, &mut [f32]) -> bool;
+
     /// Every kernel this CPU can run, by name.
-    fn kernels() -> Vec<(&'static str, fn(&[f32], &Packed, Clamp, &mut [f32]) -> bool)> {
-        let mut all: Vec<(&'static str, fn(&[f32], &Packed, Clamp, &mut [f32]) -> bool)> =
+    fn kernels() -> Vec<(&'static str, Kernel)> {
+        let all: Vec<(&'static str, Kernel)> =
             vec![("dispatched", pointwise), ("portable", pointwise_portable)];
         #[cfg(target_arch = "x86_64")]
-        {
+        let all = {
             fn avx2(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) -> bool {
                 let Some(p) = pixels(x, w, out) else {
                     return false;
@@ -229,10 +231,12 @@ mod tests {
                 };
                 true
             }
+            let mut all = all;
             if super::super::x86::has_avx2_fma() {
                 all.push(("avx2", avx2));
             }
-        }
+            all
+        };
         all
     }
 

@@ -17,8 +17,8 @@ pub fn has_avx2_fma() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
-/// `out = clamp(x * w + bias)` with `x` `[pixels, ci]`, `out` `[pixels, co]`, in tiles of 8
-/// pixels by one 32-channel panel (two 16-lane registers each).
+/// `out = clamp(x * w + bias)` with `x` `[pixels, ci]`, `out` `[pixels, co]`, in tiles of 12
+/// pixels by one 32-channel panel (two 16-lane registers each: 24 accumulators).
 ///
 /// # Safety
 /// The CPU supports AVX-512F ([`has_avx512`]); `x.len() == pixels * w.ci` and
@@ -43,25 +43,28 @@ pub unsafe fn gemm_avx512(x: &[f32], w: &Packed, pixels: usize, clamp: Clamp, ou
             co,
             mask: [mask, mask_hi],
         };
-        let mut p0 = 0;
+        let full = pixels / 12 * 12;
         // SAFETY (all tiles): rows p0..p0 + R are below `pixels`, so every x and out access
         // stays inside the slices whose lengths the caller checked; the panel holds `ci * PANEL`
         // values and the bias `PANEL` values from `col`; the masks cover only columns below co.
         unsafe {
-            while p0 + 8 <= pixels {
-                t.run::<8>(p0);
-                p0 += 8;
+            for p0 in (0..full).step_by(12) {
+                t.run::<12>(p0);
             }
-            if p0 + 4 <= pixels {
-                t.run::<4>(p0);
-                p0 += 4;
-            }
-            if p0 + 2 <= pixels {
-                t.run::<2>(p0);
-                p0 += 2;
-            }
-            if p0 < pixels {
-                t.run::<1>(p0);
+            // The remainder in one tile, so that each weight panel is read once per pixel set.
+            match pixels - full {
+                0 => {}
+                1 => t.run::<1>(full),
+                2 => t.run::<2>(full),
+                3 => t.run::<3>(full),
+                4 => t.run::<4>(full),
+                5 => t.run::<5>(full),
+                6 => t.run::<6>(full),
+                7 => t.run::<7>(full),
+                8 => t.run::<8>(full),
+                9 => t.run::<9>(full),
+                10 => t.run::<10>(full),
+                _ => t.run::<11>(full),
             }
         }
     }

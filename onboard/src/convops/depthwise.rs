@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::depthwise_kernel::{depthwise_hwc, taps_major, Clamp, Geometry};
+use super::parse::ConvNode;
 use super::ChannelMove;
 
 /// The op: [`depthwise_hwc`] with its weights `[kh, kw, c]`, bias `[c]` and output [`Clamp`]
@@ -124,90 +123,28 @@ pub(super) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<(DepthwiseF32, Option<ChannelMove>)>> {
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = ConvNode::parse(model, node)? else {
         return Ok(None);
     };
-    let ps = &conv.pool_spec;
-    let c = ps.input_channels;
-    if conv.q_params.is_some()
-        || conv.group != c
-        || ps.output_channels != c
-        || !matches!(
-            ps.data_format,
-            DataFormat::NCHW | DataFormat::CHW | DataFormat::NHWC | DataFormat::HWC
-        )
-        || ps.kernel_shape.len() != 2
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || node.inputs.len() != 3
-        || ps
-            .dilations
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|&d| d != 1))
-    {
+    let c = conv.ci;
+    if conv.group != c || conv.co != c {
         return Ok(None);
     }
-    let strides: Vec<usize> = ps.strides.as_ref().map_or(vec![1, 1], |s| s.to_vec());
-    if strides.len() != 2 || strides[0] != strides[1] {
-        return Ok(None);
-    }
-    let pad = match &ps.padding {
-        PaddingSpec::Explicit(b, _) | PaddingSpec::ExplicitOnnxPool(b, _, false) => [b[0], b[1]],
-        PaddingSpec::Valid => [0, 0],
-        _ => return Ok(None),
-    };
-    let fact = model.outlet_fact(node.inputs[0])?;
-    let out_fact = model.outlet_fact(node.id.into())?;
-    let (Some(ins), Some(outs)) = (
-        fact.shape.as_concrete().map(<[usize]>::to_vec),
-        out_fact.shape.as_concrete().map(<[usize]>::to_vec),
-    ) else {
-        return Ok(None);
-    };
-    let batch_axis = matches!(ps.data_format, DataFormat::NCHW | DataFormat::NHWC);
-    let channels_last = matches!(ps.data_format, DataFormat::NHWC | DataFormat::HWC);
-    let unbatched = |v: &[usize]| match (batch_axis, v) {
-        (true, [1, rest @ ..]) | (false, rest) => <[usize; 3]>::try_from(rest).ok(),
-        _ => None,
-    };
-    let (Some(ins), Some(outs)) = (unbatched(&ins), unbatched(&outs)) else {
-        return Ok(None);
-    };
-    // As `[c, h, w]` whatever the layout.
-    let chw = |[a, b, c]: [usize; 3]| if channels_last { [c, a, b] } else { [a, b, c] };
-    let (ins, outs) = (chw(ins), chw(outs));
-    if fact.datum_type != f32::datum_type() || ins[0] != c || outs[0] != c {
-        return Ok(None);
-    }
-    let konst = |i: usize| model.outlet_fact(node.inputs[i]).map(|f| f.konst.clone());
-    let (Some(w), Some(b)) = (konst(1)?, konst(2)?) else {
-        return Ok(None);
-    };
-    let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
-    if w.datum_type() != f32::datum_type() || w.len() != c * kh * kw {
-        return Ok(None);
-    }
-    let bias = match b.len() {
-        n if n == c => b,
-        1 => Arc::new(tensor1(&vec![b.cast_to_scalar::<f32>()?; c])),
-        _ => return Ok(None),
-    };
+    let [kh, kw] = conv.kernel;
     let geometry = Geometry {
         channels: c,
-        input: [ins[1], ins[2]],
-        output: [outs[1], outs[2]],
-        kernel: [kh, kw],
-        stride: strides[0],
-        pad,
+        input: conv.input,
+        output: conv.output,
+        kernel: conv.kernel,
+        stride: conv.stride,
+        pad: conv.pad,
     };
-    let weights = taps_major(w.try_as_plain_ram()?.as_slice::<f32>()?, c, kh * kw);
     let op = DepthwiseF32 {
         geometry,
-        batch_axis,
-        weights: Arc::new(tensor1(&weights)),
-        bias,
+        batch_axis: conv.batch_axis,
+        weights: Arc::new(tensor1(&taps_major(&conv.weights, c, kh * kw))),
+        bias: Arc::new(tensor1(&conv.bias)),
         clamp: Clamp::NONE,
     };
-    let rank = usize::from(batch_axis) + 3;
-    let moves = (!channels_last).then_some((rank - 3, rank - 1));
-    Ok(Some((op, moves)))
+    Ok(Some((op, conv.channel_move())))
 }

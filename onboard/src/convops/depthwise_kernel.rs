@@ -48,8 +48,8 @@ pub struct Geometry {
 /// `out[y, x, c] = clamp(bias[c] + sum_{ky, kx} w[ky, kx, c] * x_padded[y * s + ky, x * s + kx,
 /// c])` on channels-last planes: `x` `[h, w, c]`, `w_taps` `[kh, kw, c]` (see [`taps_major`]),
 /// `bias` `[c]`, `out` `[ho, wo, c]`, all row-major. Multiply-adds are fused where the core has
-/// FMA (AVX2 + FMA on x86-64, detected at run time; always on aarch64). Returns false (leaving
-/// `out` untouched) when a length does not match `g`.
+/// FMA (detected at run time on x86-64: AVX-512F for 3x3 and 5x5 kernels, else AVX2 + FMA;
+/// always on aarch64). Returns false (leaving `out` untouched) when a length does not match `g`.
 pub fn depthwise_hwc(
     x: &[f32],
     w_taps: &[f32],
@@ -62,7 +62,15 @@ pub fn depthwise_hwc(
         return false;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if super::x86::has_avx512() {
+        // SAFETY: the running CPU supports AVX-512F, checked just above; lengths checked.
+        #[allow(unsafe_code)]
+        if unsafe { super::x86::depthwise_avx512(x, w_taps, bias, g, clamp, out) } {
+            return true;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::has_avx2_fma() {
         // SAFETY: the running CPU supports AVX2 and FMA, checked just above.
         #[allow(unsafe_code)]
         unsafe {
@@ -247,6 +255,43 @@ mod tests {
         out
     }
 
+    type Kernel = fn(&[f32], &[f32], &[f32], &Geometry, Clamp, &mut [f32]) -> bool;
+
+    /// Every kernel this CPU can run, by name.
+    fn kernels() -> Vec<(&'static str, Kernel)> {
+        let all: Vec<(&'static str, Kernel)> = vec![
+            ("dispatched", depthwise_hwc),
+            ("portable", depthwise_hwc_portable),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        let all = {
+            fn avx2(
+                x: &[f32],
+                w: &[f32],
+                b: &[f32],
+                g: &Geometry,
+                c: Clamp,
+                o: &mut [f32],
+            ) -> bool {
+                if !lengths_match(x, w, b, g, o) {
+                    return false;
+                }
+                // SAFETY: only listed when the CPU has AVX2 and FMA.
+                #[allow(unsafe_code)]
+                unsafe {
+                    hwc_avx2_fma(x, w, b, g, c, o)
+                };
+                true
+            }
+            let mut all = all;
+            if super::super::x86::has_avx2_fma() {
+                all.push(("avx2", avx2));
+            }
+            all
+        };
+        all
+    }
+
     #[test]
     fn matches_the_definition_for_every_kernel_stride_padding_and_channel_tail() {
         let mut seed = 1u32;
@@ -289,24 +334,15 @@ mod tests {
                 transpose(&x, c, h * w, &mut x_hwc);
                 let taps = taps_major(&wt, c, k * k);
                 for clamp in clamps {
-                    let mut fast = vec![f32::NAN; want.len()];
-                    let mut portable = fast.clone();
-                    assert!(depthwise_hwc(&x_hwc, &taps, &b, &g, clamp, &mut fast));
-                    assert!(depthwise_hwc_portable(
-                        &x_hwc,
-                        &taps,
-                        &b,
-                        &g,
-                        clamp,
-                        &mut portable
-                    ));
-                    for (i, e) in want.iter().enumerate() {
-                        let e = e.max(clamp.lo).min(clamp.hi);
-                        for (name, got) in [("dispatched", fast[i]), ("portable", portable[i])] {
+                    for (name, kernel) in kernels() {
+                        let mut got = vec![f32::NAN; want.len()];
+                        assert!(kernel(&x_hwc, &taps, &b, &g, clamp, &mut got), "{name}");
+                        for (i, (v, e)) in got.iter().zip(&want).enumerate() {
+                            let e = e.max(clamp.lo).min(clamp.hi);
                             assert!(
-                                (got - e).abs() < 1e-5,
+                                (v - e).abs() < 1e-5,
                                 "{name} c{c} k{k} s{s} pad{pad:?} {h}x{w} {clamp:?} at {i}: \
-                                 {got} vs {e}"
+                                 {v} vs {e}"
                             );
                         }
                     }

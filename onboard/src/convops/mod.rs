@@ -5,6 +5,7 @@
 
 mod depthwise;
 mod depthwise_kernel;
+mod parse;
 mod pointwise;
 mod pointwise_kernel;
 #[cfg(target_arch = "x86_64")]

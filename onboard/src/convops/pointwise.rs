@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::depthwise_kernel::Clamp;
+use super::parse::ConvNode;
 use super::pointwise_kernel::{pointwise, Packed};
 use super::ChannelMove;
 
@@ -109,80 +108,27 @@ impl TypedOp for PointwiseF32 {
     }
 }
 
-/// The replacement for one tract `Conv` node, when it is an f32 1x1 convolution (one group,
-/// stride 1, no padding) in NCHW, CHW, NHWC or HWC layout (batch 1) with constant weights and
-/// bias; with the channel axis move its channels-first input needs.
+/// The replacement for one tract `Conv` node, when it is a 1x1 convolution (one group, stride
+/// 1, no padding) [`ConvNode::parse`] accepts; with the channel axis move its channels-first
+/// input needs.
 pub(super) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<(PointwiseF32, Option<ChannelMove>)>> {
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = ConvNode::parse(model, node)? else {
         return Ok(None);
     };
-    let ps = &conv.pool_spec;
-    let (ci, co) = (ps.input_channels, ps.output_channels);
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&d| d == 1));
-    let no_pad = match &ps.padding {
-        PaddingSpec::Valid => true,
-        PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, _) => {
-            b.iter().chain(a.iter()).all(|&p| p == 0)
-        }
-        _ => false,
-    };
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || ps.kernel_shape.as_slice() != [1, 1]
-        || !ones(&ps.strides)
-        || !ones(&ps.dilations)
-        || !no_pad
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || node.inputs.len() != 3
-    {
+    if conv.group != 1 || conv.kernel != [1, 1] || conv.stride != 1 || conv.input != conv.output {
         return Ok(None);
     }
-    let fact = model.outlet_fact(node.inputs[0])?;
-    let Some(shape) = fact.shape.as_concrete().map(<[usize]>::to_vec) else {
-        return Ok(None);
-    };
-    let batch_axis = matches!(ps.data_format, DataFormat::NCHW | DataFormat::NHWC);
-    let channels_last = matches!(ps.data_format, DataFormat::NHWC | DataFormat::HWC);
-    let dims = match (batch_axis, shape.as_slice()) {
-        (true, [1, rest @ ..]) | (false, rest) => <[usize; 3]>::try_from(rest).ok(),
-        _ => None,
-    };
-    let Some(dims) = dims else {
-        return Ok(None);
-    };
-    let (c, plane) = if channels_last {
-        (dims[2], [dims[0], dims[1]])
-    } else {
-        (dims[0], [dims[1], dims[2]])
-    };
-    if fact.datum_type != f32::datum_type() || c != ci {
-        return Ok(None);
-    }
-    let konst = |i: usize| model.outlet_fact(node.inputs[i]).map(|f| f.konst.clone());
-    let (Some(w), Some(b)) = (konst(1)?, konst(2)?) else {
-        return Ok(None);
-    };
-    if w.datum_type() != f32::datum_type() || b.datum_type() != f32::datum_type() {
-        return Ok(None);
-    }
-    let bias = match b.len() {
-        n if n == co => b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
-        1 => vec![b.cast_to_scalar::<f32>()?; co],
-        _ => return Ok(None),
-    };
-    let w = w.try_as_plain_ram()?;
-    let Some(weights) = Packed::new(w.as_slice::<f32>()?, &bias, co, ci) else {
+    let Some(weights) = Packed::new(&conv.weights, &conv.bias, conv.co, conv.ci) else {
         return Ok(None);
     };
     let op = PointwiseF32 {
-        plane,
-        batch_axis,
+        plane: conv.input,
+        batch_axis: conv.batch_axis,
         weights: Arc::new(weights),
         clamp: Clamp::NONE,
     };
-    let rank = usize::from(batch_axis) + 3;
-    Ok(Some((op, (!channels_last).then_some((rank - 3, rank - 1)))))
+    Ok(Some((op, conv.channel_move())))
 }

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::depthwise_kernel::Clamp;
+use super::depthwise_kernel::{Clamp, Geometry};
 use super::pointwise_kernel::{Packed, PANEL};
 
 /// Whether [`gemm_avx512`] can run on this CPU.
@@ -206,6 +206,106 @@ impl Tile256 {
                     _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
                     _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
                     std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, self.cols);
+                }
+            }
+        }
+    }
+}
+
+/// [`super::depthwise_hwc`] with AVX-512F for 3x3 and 5x5 kernels: per block of 16 channels the
+/// kernel's taps stay in registers while the block's output pixels are computed; pixels whose
+/// window crosses the padding read their taps from memory. Returns false for other kernel
+/// sizes (the caller runs the generic kernel).
+///
+/// # Safety
+/// The CPU supports AVX-512F ([`has_avx512`]); the lengths match `g` (as
+/// `depthwise_kernel::lengths_match` checks).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn depthwise_avx512(
+    x: &[f32],
+    w_taps: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    clamp: Clamp,
+    out: &mut [f32],
+) -> bool {
+    let d = Depthwise512 {
+        x: x.as_ptr(),
+        w: w_taps.as_ptr(),
+        bias: bias.as_ptr(),
+        out: out.as_mut_ptr(),
+        g: *g,
+        lo: _mm512_set1_ps(clamp.lo),
+        hi: _mm512_set1_ps(clamp.hi),
+    };
+    // SAFETY: lengths as the caller guarantees; every access below is inside the planes.
+    unsafe {
+        match g.kernel {
+            [3, 3] => d.run::<3>(),
+            [5, 5] => d.run::<5>(),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Operands of [`depthwise_avx512`].
+struct Depthwise512 {
+    x: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+    g: Geometry,
+    lo: __m512,
+    hi: __m512,
+}
+
+impl Depthwise512 {
+    /// A `K x K` kernel, channel block by channel block.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn run<const K: usize>(&self) {
+        let g = &self.g;
+        let (c, [h, wd], [ho, wo], s, [pt, pl]) = (g.channels, g.input, g.output, g.stride, g.pad);
+        // Taps `k` with `0 <= o * s + k - pad < len`.
+        let taps = |o: usize, pad: usize, len: usize| {
+            let lo = pad.saturating_sub(o * s);
+            (lo, K.min((len + pad).saturating_sub(o * s)).max(lo))
+        };
+        unsafe {
+            for cb in (0..c).step_by(16) {
+                let mask: __mmask16 = ((1u32 << (c - cb).min(16)) - 1) as u16;
+                let tap = |t: usize| _mm512_maskz_loadu_ps(mask, self.w.add(t * c + cb));
+                let wr: [[__m512; K]; K] =
+                    std::array::from_fn(|ky| std::array::from_fn(|kx| tap(ky * K + kx)));
+                let b = _mm512_maskz_loadu_ps(mask, self.bias.add(cb));
+                for y in 0..ho {
+                    let (ky0, ky1) = taps(y, pt, h);
+                    for xo in 0..wo {
+                        let (kx0, kx1) = taps(xo, pl, wd);
+                        let mut acc = b;
+                        if ky1 - ky0 == K && kx1 - kx0 == K {
+                            let base = self.x.add(((y * s - pt) * wd + xo * s - pl) * c + cb);
+                            for (ky, row) in wr.iter().enumerate() {
+                                for (kx, wv) in row.iter().enumerate() {
+                                    let v =
+                                        _mm512_maskz_loadu_ps(mask, base.add((ky * wd + kx) * c));
+                                    acc = _mm512_fmadd_ps(v, *wv, acc);
+                                }
+                            }
+                        } else {
+                            for ky in ky0..ky1 {
+                                let row = (y * s + ky - pt) * wd;
+                                for kx in kx0..kx1 {
+                                    let at = (row + xo * s + kx - pl) * c + cb;
+                                    let v = _mm512_maskz_loadu_ps(mask, self.x.add(at));
+                                    acc = _mm512_fmadd_ps(v, tap(ky * K + kx), acc);
+                                }
+                            }
+                        }
+                        let v = _mm512_min_ps(_mm512_max_ps(acc, self.lo), self.hi);
+                        _mm512_mask_storeu_ps(self.out.add((y * wo + xo) * c + cb), mask, v);
+                    }
                 }
             }
         }

@@ -1,0 +1,133 @@
+//! What the replacements need to know of one tract `Conv` node.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::ChannelMove;
+
+/// An f32 2-D convolution with constant weights and bias, batch 1, no dilation, one stride for
+/// both axes and explicit (or no) padding, in any of tract's four layouts.
+#[derive(Debug, Clone)]
+pub(super) struct ConvNode {
+    /// Groups.
+    pub group: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Input plane `[h, w]`.
+    pub input: [usize; 2],
+    /// Output plane `[h, w]`.
+    pub output: [usize; 2],
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding `[top, left]`.
+    pub pad: [usize; 2],
+    /// Whether the tensors carry the batch axis.
+    pub batch_axis: bool,
+    /// Whether the channel axis is last.
+    pub channels_last: bool,
+    /// Weights `[co, ci / group, kh, kw]`, row-major.
+    pub weights: Vec<f32>,
+    /// Bias `[co]`.
+    pub bias: Vec<f32>,
+}
+
+impl ConvNode {
+    /// The move that puts a channels-first input channels-last (None when it already is).
+    pub fn channel_move(&self) -> Option<ChannelMove> {
+        let rank = usize::from(self.batch_axis) + 3;
+        (!self.channels_last).then_some((rank - 3, rank - 1))
+    }
+
+    /// Parses `node`; None when it is not a convolution of that kind.
+    pub fn parse(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Self>> {
+        let Some(conv) = node.op_as::<Conv>() else {
+            return Ok(None);
+        };
+        let ps = &conv.pool_spec;
+        if conv.q_params.is_some()
+            || ps.kernel_shape.len() != 2
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || node.inputs.len() != 3
+            || conv.group == 0
+            || ps
+                .dilations
+                .as_ref()
+                .is_some_and(|d| d.iter().any(|&d| d != 1))
+        {
+            return Ok(None);
+        }
+        let strides: Vec<usize> = ps.strides.as_ref().map_or(vec![1, 1], |s| s.to_vec());
+        if strides.len() != 2 || strides[0] != strides[1] || strides[0] == 0 {
+            return Ok(None);
+        }
+        let pad = match &ps.padding {
+            PaddingSpec::Explicit(b, _) | PaddingSpec::ExplicitOnnxPool(b, _, false)
+                if b.len() == 2 =>
+            {
+                [b[0], b[1]]
+            }
+            PaddingSpec::Valid => [0, 0],
+            _ => return Ok(None),
+        };
+        let fact = model.outlet_fact(node.inputs[0])?;
+        let out_fact = model.outlet_fact(node.id.into())?;
+        let (Some(ins), Some(outs)) = (
+            fact.shape.as_concrete().map(<[usize]>::to_vec),
+            out_fact.shape.as_concrete().map(<[usize]>::to_vec),
+        ) else {
+            return Ok(None);
+        };
+        let batch_axis = matches!(ps.data_format, DataFormat::NCHW | DataFormat::NHWC);
+        let channels_last = matches!(ps.data_format, DataFormat::NHWC | DataFormat::HWC);
+        let unbatched = |v: &[usize]| match (batch_axis, v) {
+            (true, [1, rest @ ..]) | (false, rest) => <[usize; 3]>::try_from(rest).ok(),
+            _ => None,
+        };
+        let (Some(ins), Some(outs)) = (unbatched(&ins), unbatched(&outs)) else {
+            return Ok(None);
+        };
+        // As `[c, h, w]` whatever the layout.
+        let chw = |[a, b, c]: [usize; 3]| if channels_last { [c, a, b] } else { [a, b, c] };
+        let (ins, outs) = (chw(ins), chw(outs));
+        let (ci, co) = (ps.input_channels, ps.output_channels);
+        if fact.datum_type != f32::datum_type() || ins[0] != ci || outs[0] != co {
+            return Ok(None);
+        }
+        let konst = |i: usize| model.outlet_fact(node.inputs[i]).map(|f| f.konst.clone());
+        let (Some(w), Some(b)) = (konst(1)?, konst(2)?) else {
+            return Ok(None);
+        };
+        let kernel = [ps.kernel_shape[0], ps.kernel_shape[1]];
+        if w.datum_type() != f32::datum_type()
+            || b.datum_type() != f32::datum_type()
+            || ci % conv.group != 0
+            || w.len() != co * ci / conv.group * kernel[0] * kernel[1]
+        {
+            return Ok(None);
+        }
+        let bias = match b.len() {
+            n if n == co => b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            1 => vec![b.cast_to_scalar::<f32>()?; co],
+            _ => return Ok(None),
+        };
+        Ok(Some(Self {
+            group: conv.group,
+            ci,
+            co,
+            input: [ins[1], ins[2]],
+            output: [outs[1], outs[2]],
+            kernel,
+            stride: strides[0],
+            pad,
+            batch_axis,
+            channels_last,
+            weights: w.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            bias,
+        }))
+    }
+}

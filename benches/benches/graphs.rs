@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
             let name = format!("{}_{precision}", format!("{role:?}").to_lowercase());
             g.bench_function(&name, |b| b.iter(|| graph.run_into(x, &mut out)));
             let r = graph.replaced();
-            if r.depthwise + r.pointwise == 0 {
+            if r.depthwise + r.pointwise + r.im2col == 0 {
                 continue;
             }
             let shape = bundle.manifest.input_shape(entry);

@@ -70,7 +70,7 @@ impl LoadOptions {
     pub const TRACT_ONLY: Self = Self {
         kernels: crate::convops::Kernels {
             depthwise: false,
-            pointwise: false,
+            dense: false,
         },
     };
 }
@@ -80,7 +80,7 @@ impl Default for LoadOptions {
         Self {
             kernels: crate::convops::Kernels {
                 depthwise: true,
-                pointwise: true,
+                dense: true,
             },
         }
     }

@@ -22,13 +22,15 @@ fn own_convolution_kernels_match_tracts_on_the_default_encoders() {
                 .unwrap();
         let (r, t) = (own.replaced(), theirs.replaced());
         assert_eq!(r.depthwise, 16, "{precision}");
-        // EfficientNet-Lite0: 15 expansion and 16 projection 1x1 convolutions and the 1x1 head;
-        // a ReLU6 (Max, Min) after every depthwise, every expansion and the head.
+        // EfficientNet-Lite0: a 3x3 stem, 15 expansion and 16 projection 1x1 convolutions and
+        // the 1x1 head; a ReLU6 (Max, Min) after the stem, every depthwise, every expansion and
+        // the head.
         let simd = onboard::convops::has_simd();
         assert_eq!(r.pointwise, if simd { 32 } else { 0 }, "{precision}");
-        let relu6 = 16 + if simd { 15 + 1 } else { 0 };
+        assert_eq!(r.im2col, usize::from(simd), "{precision}");
+        let relu6 = 16 + if simd { 1 + 15 + 1 } else { 0 };
         assert_eq!(r.clamps, 2 * relu6, "{precision}");
-        assert_eq!((t.depthwise, t.pointwise, t.clamps), (0, 0, 0));
+        assert_eq!((t.depthwise, t.pointwise, t.im2col, t.clamps), (0, 0, 0, 0));
         let (mut a, mut b) = (vec![0.0; entry.output_dim], vec![0.0; entry.output_dim]);
         own.run_into(&x, &mut a).unwrap();
         theirs.run_into(&x, &mut b).unwrap();

@@ -1,10 +1,11 @@
 //! Convolutions run by the project's own kernels inside tract graphs: depthwise
-//! ([`DepthwiseF32`]) and pointwise 1x1 ([`PointwiseF32`]), both channels-last with the clamp
-//! that follows them (ReLU6) fused. [`substitute`] swaps them in for tract's convolutions and
+//! ([`DepthwiseF32`]), pointwise 1x1 ([`PointwiseF32`]) and other dense ones ([`Im2colF32`]),
+//! all channels-last with the clamp that follows them (ReLU6) fused. [`substitute`] swaps them in for tract's convolutions and
 //! moves the graph around them to channels-last.
 
 mod depthwise;
 mod depthwise_kernel;
+mod im2col;
 mod parse;
 mod pointwise;
 mod pointwise_kernel;
@@ -15,6 +16,7 @@ pub use depthwise::DepthwiseF32;
 pub use depthwise_kernel::{
     depthwise_hwc, depthwise_hwc_portable, taps_major, transpose, Clamp, Geometry,
 };
+pub use im2col::{patches, Im2colF32};
 pub use pointwise::PointwiseF32;
 pub use pointwise_kernel::{has_simd, pointwise, pointwise_portable, Packed, PANEL};
 use tract_onnx::prelude::*;
@@ -30,9 +32,9 @@ type ChannelMove = (usize, usize);
 pub struct Kernels {
     /// f32 depthwise convolutions ([`DepthwiseF32`]).
     pub depthwise: bool,
-    /// f32 1x1 convolutions ([`PointwiseF32`]), where [`has_simd`] (elsewhere tract's matrix
-    /// product is faster).
-    pub pointwise: bool,
+    /// f32 one-group convolutions: 1x1 ([`PointwiseF32`]) and larger ([`Im2colF32`]), where
+    /// [`has_simd`] (elsewhere tract's matrix product is faster).
+    pub dense: bool,
 }
 
 /// How many nodes [`substitute`] replaced.
@@ -40,8 +42,10 @@ pub struct Kernels {
 pub struct Replaced {
     /// Depthwise convolutions.
     pub depthwise: usize,
-    /// Pointwise convolutions.
+    /// 1x1 convolutions.
     pub pointwise: usize,
+    /// Other one-group convolutions.
+    pub im2col: usize,
     /// `Max` / `Min` nodes folded into a replacement's clamp.
     pub clamps: usize,
 }
@@ -52,7 +56,7 @@ pub struct Replaced {
 /// neighbouring ops, and folds the clamps that follow each replacement ([`fuse_clamps`]).
 pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(TypedModel, Replaced)> {
     let mut replaced = Replaced::default();
-    let pointwise = kernels.pointwise && has_simd();
+    let dense = kernels.dense && has_simd();
     // Fold the casts and reshapes that stand between the ONNX initializers and the convolutions.
     Optimizer::prop_consts().optimize(&mut model)?;
     for id in model.eval_order()? {
@@ -64,9 +68,12 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
                 found = Some((Box::new(op), moves));
             }
         }
-        if pointwise && found.is_none() {
+        if dense && found.is_none() {
             if let Some((op, moves)) = pointwise::replacement(&model, node)? {
                 replaced.pointwise += 1;
+                found = Some((Box::new(op), moves));
+            } else if let Some((op, moves)) = im2col::replacement(&model, node)? {
+                replaced.im2col += 1;
                 found = Some((Box::new(op), moves));
             }
         }
@@ -92,19 +99,23 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
     Ok((model, replaced))
 }
 
-/// The clamp of a [`DepthwiseF32`] or [`PointwiseF32`] node.
+/// The clamp of a replaced node.
 fn clamp_of(node: &TypedNode) -> Option<Clamp> {
     node.op_as::<DepthwiseF32>()
         .map(DepthwiseF32::clamp)
         .or_else(|| node.op_as::<PointwiseF32>().map(PointwiseF32::clamp))
+        .or_else(|| node.op_as::<Im2colF32>().map(Im2colF32::clamp))
 }
 
-/// The op of a [`DepthwiseF32`] or [`PointwiseF32`] node with its clamp set to `clamp`.
+/// The op of a replaced node with its clamp set to `clamp`.
 fn with_clamp(node: &TypedNode, clamp: Clamp) -> Option<Box<dyn TypedOp>> {
     if let Some(op) = node.op_as::<DepthwiseF32>() {
         return Some(Box::new(op.with_clamp(clamp)));
     }
-    node.op_as::<PointwiseF32>()
+    if let Some(op) = node.op_as::<PointwiseF32>() {
+        return Some(Box::new(op.with_clamp(clamp)));
+    }
+    node.op_as::<Im2colF32>()
         .map(|op| Box::new(op.with_clamp(clamp)) as Box<dyn TypedOp>)
 }
 

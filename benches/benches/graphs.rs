@@ -1,9 +1,11 @@
 //! Measures each graph of the default bundle at every precision it carries (tract, one input;
-//! the encoders also with tract's own convolution kernels instead of `onboard::convops`) and the
-//! whole per-image pipeline at the default precision.
+//! the encoders also with tract's own convolution kernels instead of `onboard::convops`, and with
+//! only the project's depthwise kernel as on aarch64) and the whole per-image pipeline at the
+//! default precision.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onboard::bundle::{Bundle, GraphInput, GraphRole};
+use onboard::convops::Kernels;
 use onboard::pipeline::Analyzer;
 use onboard::runtime::{Graph, LoadOptions};
 
@@ -42,12 +44,24 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             let shape = bundle.manifest.input_shape(entry);
-            if let Ok(mut graph) =
-                Graph::load_shaped_with(&path, &shape, entry.output_dim, LoadOptions::TRACT_ONLY)
-            {
-                g.bench_function(format!("{name}_tract_kernels"), |b| {
-                    b.iter(|| graph.run_into(x, &mut out))
-                });
+            // tract's kernels throughout, and the aarch64 set-up (own depthwise kernel only).
+            let depthwise_only = LoadOptions {
+                kernels: Kernels {
+                    depthwise: true,
+                    dense: false,
+                },
+            };
+            for (suffix, options) in [
+                ("tract_kernels", LoadOptions::TRACT_ONLY),
+                ("own_depthwise_only", depthwise_only),
+            ] {
+                if let Ok(mut graph) =
+                    Graph::load_shaped_with(&path, &shape, entry.output_dim, options)
+                {
+                    g.bench_function(format!("{name}_{suffix}"), |b| {
+                        b.iter(|| graph.run_into(x, &mut out))
+                    });
+                }
             }
         }
     }

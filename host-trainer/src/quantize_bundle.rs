@@ -75,7 +75,8 @@ pub struct PrecisionMetrics {
     pub class_agreement_with_f32: f64,
     /// Fraction of images whose nearest cluster equals the f32 graphs' cluster.
     pub cluster_agreement_with_f32: f64,
-    /// Mean encoder + classifier time per image, milliseconds (one thread, decode excluded).
+    /// Median encoder + classifier time per image, milliseconds (one thread, decode excluded),
+    /// over the first 200 validation images with the precisions interleaved image by image.
     pub ms_per_image: f64,
 }
 
@@ -119,16 +120,13 @@ fn read_model(path: &Path) -> anyhow::Result<pb::ModelProto> {
         .with_context(|| format!("{}: not an ONNX model", path.display()))
 }
 
-/// tract's optimized graph of `path` for input `shape`: `"op -> output type"` -> number of
-/// nodes (`OptMatMul -> I32` is an integer GEMM).
+/// The graph of `path` for input `shape` as the onboard runtime runs it on this CPU (tract's
+/// optimized graph with the project's convolution kernels swapped in,
+/// `onboard::runtime::optimized_model`): `"op -> output type"` -> number of nodes
+/// (`OptMatMul -> I32` is an integer GEMM).
 pub fn kernel_summary(path: &Path, shape: &[usize]) -> anyhow::Result<BTreeMap<String, usize>> {
-    use tract_onnx::prelude::*;
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-        .and_then(|m| m.into_optimized())
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .with_context(|| format!("{}: tract cannot optimize the graph", path.display()))?;
+    let options = onboard::runtime::LoadOptions::default();
+    let (model, _) = onboard::runtime::optimized_model(path, shape, options)?;
     let mut ops = BTreeMap::new();
     for n in model.nodes() {
         let dt = n
@@ -166,33 +164,65 @@ fn ranges_for(
     }
 }
 
-/// Runs the bundle at `precision` over `images`; returns predicted classes, clusters and the
-/// mean milliseconds per image.
+/// Runs the bundle at `precision` over `images`; returns predicted classes and clusters.
 fn predict(
     bundle: &Bundle,
     precision: Precision,
     images: &[Vec<f32>],
-) -> anyhow::Result<(Vec<usize>, Vec<usize>, f64)> {
+) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     let mut a = Analyzer::with_precision(bundle.clone(), precision)?;
     let (mut classes, mut clusters) = (Vec::new(), Vec::new());
-    let mut seconds = 0f64;
     for x in images {
         anyhow::ensure!(
             a.set_input(x),
             "image tensor size differs from the bundle input"
         );
-        let t = Instant::now();
         a.encode()?;
         a.run_classifier()?;
-        seconds += t.elapsed().as_secs_f64();
         clusters.push(a.place()?.cluster);
         classes.push(a.softmax()?.0);
     }
-    Ok((
-        classes,
-        clusters,
-        1e3 * seconds / images.len().max(1) as f64,
-    ))
+    Ok((classes, clusters))
+}
+
+/// Images [`time_precisions`] times each precision on.
+const TIMED_IMAGES: usize = 200;
+
+/// Median milliseconds per image of encoder + classifier at each of `precisions`, over the
+/// first [`TIMED_IMAGES`] of `images`, the precisions interleaved image by image (their order
+/// rotating) so that a change in the machine's load hits every precision alike.
+fn time_precisions(
+    bundle: &Bundle,
+    precisions: &[Precision],
+    images: &[Vec<f32>],
+) -> anyhow::Result<Vec<f64>> {
+    let mut analyzers = precisions
+        .iter()
+        .map(|&p| Analyzer::with_precision(bundle.clone(), p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = analyzers.len();
+    let mut times = vec![Vec::new(); n];
+    for (i, x) in images.iter().take(TIMED_IMAGES).enumerate() {
+        for j in 0..n {
+            let k = (i + j) % n;
+            let a = &mut analyzers[k];
+            anyhow::ensure!(
+                a.set_input(x),
+                "image tensor size differs from the bundle input"
+            );
+            let t = Instant::now();
+            a.encode()?;
+            a.run_classifier()?;
+            times[k].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect())
 }
 
 fn agreement(a: &[usize], b: &[usize]) -> f64 {
@@ -292,13 +322,17 @@ pub fn run(opts: &QuantizeOptions) -> anyhow::Result<QuantizeReport> {
         .is_some_and(|v| bundle.manifest.provenance.train_splits.contains(v));
     let mut reports = Vec::new();
     let mut reference: Option<(Vec<usize>, Vec<usize>)> = None;
-    for precision in Precision::ALL {
+    let times = match &val_images {
+        Some(images) => time_precisions(&staged, &Precision::ALL, images)?,
+        None => Vec::new(),
+    };
+    for (index, precision) in Precision::ALL.into_iter().enumerate() {
         let (enc, enc_path) = staged.graph_at(GraphRole::Encoder, precision)?;
         let (_, cls_path) = staged.graph_at(GraphRole::Classifier, precision)?;
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let validation = match (&val, &val_images) {
             (Some(set), Some(images)) => {
-                let (classes, clusters, ms) = predict(&staged, precision, images)?;
+                let (classes, clusters) = predict(&staged, precision, images)?;
                 let truth = set.labels_usize();
                 let (rc, rk) = reference.get_or_insert_with(|| (classes.clone(), clusters.clone()));
                 let reports = metrics::class_reports(&truth, &classes, manifest.classes.len());
@@ -310,7 +344,9 @@ pub fn run(opts: &QuantizeOptions) -> anyhow::Result<QuantizeReport> {
                     nmi: metrics::nmi(&truth, &clusters),
                     class_agreement_with_f32: agreement(rc, &classes),
                     cluster_agreement_with_f32: agreement(rk, &clusters),
-                    ms_per_image: ms,
+                    ms_per_image: *times
+                        .get(index)
+                        .context("every precision is timed with the validation images")?,
                 })
             }
             _ => None,
@@ -337,7 +373,7 @@ pub fn run(opts: &QuantizeOptions) -> anyhow::Result<QuantizeReport> {
         default_rule: match (opts.default_precision, &opts.val_split) {
             (Some(_), _) => "set on the command line".into(),
             (None, Some(_)) => format!(
-                "of the precisions within {:.1} points of f32 validation top-1 and within 10% of the fastest, the most accurate",
+                "of the precisions within {:.1} points of f32 validation top-1 and within 10% of the fastest, the most accurate, a tie going to the less quantized",
                 100.0 * opts.config.max_top1_drop
             ),
             (None, None) => "kept from the bundle (no validation split to measure)".into(),
@@ -355,8 +391,9 @@ pub fn run(opts: &QuantizeOptions) -> anyhow::Result<QuantizeReport> {
 }
 
 /// Among the measured precisions whose validation top-1 is within `max_top1_drop` of f32's,
-/// those within 10% of the fastest; of these the most accurate. `fallback` when nothing was
-/// measured.
+/// those within 10% of the fastest; of these the most accurate, a tie going to the less
+/// quantized (f32, then int8-weights, then int8: their speeds are already within 10%, and the
+/// less quantized keeps more of the trained model). `fallback` when nothing was measured.
 pub fn choose_default(
     reports: &[PrecisionReport],
     config: &QuantizeConfig,
@@ -379,11 +416,70 @@ pub fn choose_default(
         .iter()
         .map(|(_, v)| v.ms_per_image)
         .fold(f64::INFINITY, f64::min);
+    let quantized = |p: Precision| match p {
+        Precision::F32 => 0,
+        Precision::Int8Weights => 1,
+        Precision::Int8 => 2,
+    };
     eligible
         .into_iter()
         .filter(|(_, v)| v.ms_per_image <= 1.1 * fastest)
-        .max_by(|a, b| {
-            (a.1.top1.total_cmp(&b.1.top1)).then(b.1.ms_per_image.total_cmp(&a.1.ms_per_image))
-        })
+        .max_by(|a, b| (a.1.top1.total_cmp(&b.1.top1)).then(quantized(b.0).cmp(&quantized(a.0))))
         .map_or(fallback, |(p, _)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(precision: Precision, top1: f64, ms: f64) -> PrecisionReport {
+        PrecisionReport {
+            precision,
+            encoder_bytes: 0,
+            classifier_bytes: 0,
+            encoder_kernels: BTreeMap::new(),
+            validation: Some(PrecisionMetrics {
+                images: 100,
+                top1,
+                macro_f1: top1,
+                cluster_hungarian_acc: 0.5,
+                nmi: 0.5,
+                class_agreement_with_f32: 1.0,
+                cluster_agreement_with_f32: 1.0,
+                ms_per_image: ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn default_is_the_most_accurate_fast_enough_precision_ties_going_to_the_less_quantized() {
+        let c = QuantizeConfig::default();
+        let pick = |r: &[PrecisionReport]| choose_default(r, &c, Precision::Int8);
+        use Precision::{Int8, Int8Weights, F32};
+        // Equal accuracy, speeds within 10%: f32, whichever order and timing noise.
+        let tie = [
+            report(F32, 0.95, 2.01),
+            report(Int8, 0.95, 1.0),
+            report(Int8Weights, 0.95, 1.99),
+        ];
+        assert_eq!(pick(&tie[..1]), F32);
+        assert_eq!(pick(&[tie[2].clone(), tie[0].clone()]), F32);
+        // int8 is eligible on accuracy and much faster, so only it is within 10% of the fastest.
+        assert_eq!(pick(&tie), Int8);
+        // More accurate wins among the fast enough.
+        let better = [report(F32, 0.95, 2.0), report(Int8Weights, 0.951, 2.1)];
+        assert_eq!(pick(&better), Int8Weights);
+        // Too slow: out, however accurate.
+        let slow = [report(F32, 0.95, 2.5), report(Int8Weights, 0.948, 2.0)];
+        assert_eq!(pick(&slow), Int8Weights);
+        // Too inaccurate: out, however fast.
+        let bad = [report(F32, 0.95, 2.0), report(Int8, 0.94, 0.5)];
+        assert_eq!(pick(&bad), F32);
+        // Nothing measured: the fallback.
+        let unmeasured = PrecisionReport {
+            validation: None,
+            ..report(F32, 0.9, 1.0)
+        };
+        assert_eq!(pick(&[unmeasured]), Int8);
+    }
 }

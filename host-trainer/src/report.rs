@@ -247,14 +247,17 @@ pub fn with_precision_section(
     }
     match (&q.validation_split, val_in_training) {
         (Some(split), false) => s.push_str(&format!(
-            "\nMeasured on `{split}` through the onboard pipeline (tract, one thread, decode excluded).\n"
+            "\nMeasured on `{split}` through the onboard pipeline (tract, one thread, decode excluded; ms/image: median over the first 200 images, precisions interleaved image by image).\n"
         )),
         (Some(split), true) => s.push_str(&format!(
-            "\nMeasured on `{split}` through the onboard pipeline (tract, one thread, decode excluded). These images were part of this bundle's training data: the rows compare precisions with each other, not with unseen data.\n"
+            "\nMeasured on `{split}` through the onboard pipeline (tract, one thread, decode excluded; ms/image: median over the first 200 images, precisions interleaved image by image). These images were part of this bundle's training data: the rows compare precisions with each other, not with unseen data.\n"
         )),
         (None, _) => s.push_str("\nNo validation split was given: only sizes are reported.\n"),
     }
-    s.push_str("\nOps in tract's optimized encoder graph:\n\n");
+    s.push_str(
+        "\nOps the onboard runtime runs for the encoder on the machine that quantized it \
+         (tract's optimized graph with the project's convolution kernels):\n\n",
+    );
     for r in &q.precisions {
         let ops: Vec<String> = r
             .encoder_kernels

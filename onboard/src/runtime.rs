@@ -86,6 +86,40 @@ impl Default for LoadOptions {
     }
 }
 
+/// The graph at `path` as the runtime runs it: input fixed to `shape` (which must match the
+/// shape the graph declares, if any), the convolutions `options` selects replaced by the
+/// project's kernels ([`crate::convops::substitute`]), then optimized by tract.
+pub fn optimized_model(
+    path: &Path,
+    shape: &[usize],
+    options: LoadOptions,
+) -> Result<(TypedModel, crate::convops::Replaced), RuntimeError> {
+    let load_err = |e: TractError| RuntimeError::Load {
+        path: path.to_path_buf(),
+        shape: shape.to_vec(),
+        message: format!("{e:#}"),
+    };
+    let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
+    let declared = model
+        .input_fact(0)
+        .and_then(|f| f.shape.as_concrete_finite())
+        .map_err(load_err)?;
+    if let Some(d) = declared.filter(|d| d.as_slice() != shape) {
+        return Err(RuntimeError::Load {
+            path: path.to_path_buf(),
+            shape: shape.to_vec(),
+            message: format!("the graph declares input {:?}", d.as_slice()),
+        });
+    }
+    let typed = model
+        .with_input_fact(0, f32::fact(shape).into())
+        .and_then(|m| m.into_typed())
+        .map_err(load_err)?;
+    let (typed, replaced) = crate::convops::substitute(typed, options.kernels).map_err(load_err)?;
+    let optimized = typed.into_optimized().map_err(load_err)?;
+    Ok((optimized, replaced))
+}
+
 impl Graph {
     /// Loads an image graph: input `[1, 3, height, width]` (see [`Self::load_shaped`]).
     pub fn load(
@@ -136,28 +170,8 @@ impl Graph {
             shape: shape.to_vec(),
             message: format!("{e:#}"),
         };
-        let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
-        let declared = model
-            .input_fact(0)
-            .and_then(|f| f.shape.as_concrete_finite())
-            .map_err(load_err)?;
-        if let Some(d) = declared.filter(|d| d.as_slice() != shape) {
-            return Err(RuntimeError::Load {
-                path: path.to_path_buf(),
-                shape: shape.to_vec(),
-                message: format!("the graph declares input {:?}", d.as_slice()),
-            });
-        }
-        let typed = model
-            .with_input_fact(0, f32::fact(shape).into())
-            .and_then(|m| m.into_typed())
-            .map_err(load_err)?;
-        let (typed, replaced) =
-            crate::convops::substitute(typed, options.kernels).map_err(load_err)?;
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(load_err)?;
+        let (optimized, replaced) = optimized_model(path, shape, options)?;
+        let plan = optimized.into_runnable().map_err(load_err)?;
         let state = plan.spawn().map_err(load_err)?;
         let input = Arc::new(Tensor::zero::<f32>(shape).map_err(load_err)?);
         let mut g = Self {

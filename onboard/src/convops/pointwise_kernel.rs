@@ -121,9 +121,11 @@ pub fn pointwise_portable(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) 
     true
 }
 
+/// The pixel count when the lengths match; the kernels take at least one pixel, so an empty
+/// input is refused too.
 fn pixels(x: &[f32], w: &Packed, out: &[f32]) -> Option<usize> {
     let p = x.len() / w.ci;
-    (x.len() == p * w.ci && out.len() == p * w.co).then_some(p)
+    (p > 0 && x.len() == p * w.ci && out.len() == p * w.co).then_some(p)
 }
 
 use super::depthwise_kernel::{MulAdd, Split};
@@ -281,6 +283,13 @@ mod tests {
                     assert!(!kernel(&x, &packed, clamp, &mut out[1..]), "{name}");
                 }
             }
+        }
+        let packed = Packed::new(&[1.0; 4], &[0.0; 2], 2, 2).expect("lengths match");
+        for (name, kernel) in kernels() {
+            assert!(
+                !kernel(&[], &packed, Clamp::NONE, &mut []),
+                "{name}: empty input"
+            );
         }
         assert!(Packed::new(&[1.0; 6], &[0.0; 2], 2, 2).is_none());
         assert!(Packed::new(&[1.0; 4], &[0.0; 3], 2, 2).is_none());

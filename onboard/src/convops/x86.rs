@@ -21,7 +21,7 @@ pub fn has_avx2_fma() -> bool {
 /// pixels by one 32-channel panel (two 16-lane registers each: 24 accumulators).
 ///
 /// # Safety
-/// The CPU supports AVX-512F ([`has_avx512`]); `x.len() == pixels * w.ci` and
+/// The CPU supports AVX-512F ([`has_avx512`]); `pixels > 0`, `x.len() == pixels * w.ci` and
 /// `out.len() == pixels * w.co`.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gemm_avx512(x: &[f32], w: &Packed, pixels: usize, clamp: Clamp, out: &mut [f32]) {

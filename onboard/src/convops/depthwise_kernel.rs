@@ -118,14 +118,14 @@ fn hwc_avx2_fma(x: &[f32], w_taps: &[f32], bias: &[f32], g: &Geometry, c: Clamp,
 }
 
 /// How `a * b + c` is computed.
-pub(super) trait MulAdd {
+trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
 
 /// One rounding (FMA instruction where the target enables it).
-pub(super) struct Fused;
+struct Fused;
 /// Two roundings.
-pub(super) struct Split;
+struct Split;
 
 impl MulAdd for Fused {
     #[inline(always)]

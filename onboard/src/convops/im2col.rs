@@ -1,15 +1,8 @@
-//! [`Im2colF32`]: tract op running a dense (one-group) convolution on channels-last tensors as
-//! patch rows through the [`pointwise`] kernel.
-
-use std::sync::Arc;
-
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
+//! A dense (one-group) convolution on channels-last tensors as patch rows through the
+//! [`pointwise`] kernel.
 
 use super::depthwise_kernel::{transpose, Clamp, Geometry};
-use super::parse::ConvNode;
 use super::pointwise_kernel::{pointwise, Packed};
-use super::ChannelMove;
 
 /// Patch rows of `x` `[h, w, ci]` (channels-last) for a `g.kernel` window at `g.stride` with
 /// zero padding `g.pad` (`g.channels` = `ci`): row `y * wo + x` holds the window's values in
@@ -50,105 +43,14 @@ std::thread_local! {
     static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The op: [`patches`] then [`pointwise`] with the weights reordered to `[co, kh, kw, ci]` and
-/// packed, and the output [`Clamp`] baked in. Input `[1, h, w, ci]` or `[h, w, ci]` f32, output
-/// `[1, ho, wo, co]` or `[ho, wo, co]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Im2colF32 {
-    geometry: Geometry,
-    batch_axis: bool,
-    weights: Arc<Packed>,
-    clamp: Clamp,
-}
-
-impl Im2colF32 {
-    fn output_shape(&self) -> TVec<usize> {
-        let [ho, wo] = self.geometry.output;
-        let mut shape: TVec<usize> = tvec![ho, wo, self.weights.output_channels()];
-        if self.batch_axis {
-            shape.insert(0, 1);
-        }
-        shape
-    }
-
-    /// The fused output bounds.
-    pub fn clamp(&self) -> Clamp {
-        self.clamp
-    }
-
-    /// The same op with output bounds `clamp`.
-    pub fn with_clamp(&self, clamp: Clamp) -> Self {
-        Self {
-            clamp,
-            ..self.clone()
-        }
-    }
-}
-
-impl Op for Im2colF32 {
-    fn name(&self) -> StaticName {
-        "Im2colF32".into()
-    }
-
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for Im2colF32 {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let Some(x) = inputs.first() else {
-            return Err(TractError::msg("Im2colF32 takes one input"));
-        };
-        let mut out = Tensor::zero::<f32>(&self.output_shape())?;
-        {
-            let xv = x.try_as_plain_ram()?;
-            let mut ov = out.try_as_plain_ram_mut()?;
-            let (x, o) = (xv.as_slice::<f32>()?, ov.as_slice_mut::<f32>()?);
-            let ok = ROWS.with(|rows| {
-                let rows = &mut rows.borrow_mut();
-                patches(x, &self.geometry, rows) && pointwise(rows, &self.weights, self.clamp, o)
-            });
-            if !ok {
-                return Err(TractError::msg(format!(
-                    "Im2colF32: {} input values do not match {:?}",
-                    x.len(),
-                    self.geometry
-                )));
-            }
-        }
-        Ok(tvec!(out.into_tvalue()))
-    }
-}
-
-impl TypedOp for Im2colF32 {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(self.output_shape())))
-    }
-
-    fn axes_mapping(
-        &self,
-        inputs: &[&TypedFact],
-        outputs: &[&TypedFact],
-    ) -> TractResult<AxesMapping> {
-        AxesMapping::disconnected(inputs, outputs)
-    }
-
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+/// The one-group convolution `g` (`g.channels` = input channels) of channels-last `x`
+/// `[h, w, ci]` into `out` `[ho, wo, co]`: [`patches`] (into a buffer reused per thread) through
+/// [`pointwise`] with `w` packed from [`patch_order`] weights. False when a length does not match.
+pub fn im2col(x: &[f32], g: &Geometry, w: &Packed, clamp: Clamp, out: &mut [f32]) -> bool {
+    ROWS.with(|rows| {
+        let rows = &mut rows.borrow_mut();
+        patches(x, g, rows) && pointwise(rows, w, clamp, out)
+    })
 }
 
 /// Weights `[co, ci, kh, kw]` reordered to `[co, kh, kw, ci]`, the order of a [`patches`] row
@@ -162,40 +64,6 @@ pub fn patch_order(w: &[f32], ci: usize, taps: usize) -> Vec<f32> {
         transpose(src, ci, taps, dst);
     }
     out
-}
-
-/// The replacement for one tract `Conv` node, when it is a one-group convolution with a kernel
-/// larger than 1x1 (or a stride or padding) that [`ConvNode::parse`] accepts; with the channel
-/// axis move its channels-first input needs.
-pub(super) fn replacement(
-    model: &TypedModel,
-    node: &TypedNode,
-) -> TractResult<Option<(Im2colF32, Option<ChannelMove>)>> {
-    let Some(conv) = ConvNode::parse(model, node)? else {
-        return Ok(None);
-    };
-    if conv.group != 1 {
-        return Ok(None);
-    }
-    let (ci, co, [kh, kw]) = (conv.ci, conv.co, conv.kernel);
-    let w = patch_order(&conv.weights, ci, kh * kw);
-    let Some(weights) = Packed::new(&w, &conv.bias, co, ci * kh * kw) else {
-        return Ok(None);
-    };
-    let op = Im2colF32 {
-        geometry: Geometry {
-            channels: ci,
-            input: conv.input,
-            output: conv.output,
-            kernel: conv.kernel,
-            stride: conv.stride,
-            pad: conv.pad,
-        },
-        batch_axis: conv.batch_axis,
-        weights: Arc::new(weights),
-        clamp: Clamp::NONE,
-    };
-    Ok(Some((op, conv.channel_move())))
 }
 
 #[cfg(test)]
@@ -225,12 +93,10 @@ mod tests {
             let x: Vec<f32> = (0..side * side * ci).map(|_| next()).collect();
             let w: Vec<f32> = (0..co * ci * k * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..co).map(|_| next()).collect();
-            let mut rows = Vec::new();
-            assert!(patches(&x, &g, &mut rows));
             let packed = Packed::new(&patch_order(&w, ci, k * k), &b, co, ci * k * k)
                 .expect("lengths match");
             let mut out = vec![f32::NAN; out_side * out_side * co];
-            assert!(pointwise(&rows, &packed, Clamp::NONE, &mut out));
+            assert!(im2col(&x, &g, &packed, Clamp::NONE, &mut out));
             for y in 0..out_side {
                 for xo in 0..out_side {
                     for o in 0..co {
@@ -260,7 +126,8 @@ mod tests {
                     }
                 }
             }
-            assert!(!patches(&x[1..], &g, &mut rows));
+            assert!(!patches(&x[1..], &g, &mut Vec::new()));
+            assert!(!im2col(&x[1..], &g, &packed, Clamp::NONE, &mut out));
         }
     }
 }

@@ -1,26 +1,25 @@
-//! Convolutions run by the project's own kernels inside tract graphs: depthwise
-//! ([`DepthwiseF32`]), pointwise 1x1 ([`PointwiseF32`]) and other dense ones ([`Im2colF32`]),
-//! all channels-last with the clamp that follows them (ReLU6) fused. [`substitute`] swaps them in for tract's convolutions and
-//! moves the graph around them to channels-last.
+//! Convolutions run by the project's own kernels inside tract graphs ([`ConvF32`]): depthwise,
+//! pointwise 1x1 and other dense ones, all channels-last with the clamp that follows them
+//! (ReLU6) fused. [`substitute`] swaps them in for tract's convolutions and moves the graph
+//! around them to channels-last.
 
-mod depthwise;
 mod depthwise_kernel;
 mod im2col;
+mod op;
 mod parse;
-mod pointwise;
 mod pointwise_kernel;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use depthwise::DepthwiseF32;
 pub use depthwise_kernel::{
     depthwise_hwc, depthwise_hwc_portable, taps_major, transpose, Clamp, Geometry,
 };
-pub use im2col::{patches, Im2colF32};
-pub use pointwise::PointwiseF32;
+pub use im2col::{im2col, patch_order, patches};
+pub use op::{ConvF32, Kind};
+use parse::ConvNode;
 pub use pointwise_kernel::{has_simd, pointwise, pointwise_portable, Packed, PANEL};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch, TypedOp};
+use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::optim::Optimizer;
 
@@ -30,10 +29,10 @@ type ChannelMove = (usize, usize);
 /// Which convolutions [`substitute`] replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernels {
-    /// f32 depthwise convolutions ([`DepthwiseF32`]).
+    /// f32 depthwise convolutions ([`Kind::Depthwise`]).
     pub depthwise: bool,
-    /// f32 one-group convolutions: 1x1 ([`PointwiseF32`]) and larger ([`Im2colF32`]), where
-    /// [`has_simd`] (elsewhere tract's matrix product is faster).
+    /// f32 one-group convolutions: 1x1 ([`Kind::Pointwise`]) and larger ([`Kind::Im2col`]),
+    /// where [`has_simd`] (elsewhere tract's matrix product is faster).
     pub dense: bool,
 }
 
@@ -59,27 +58,34 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
     let dense = kernels.dense && has_simd();
     // Fold the casts and reshapes that stand between the ONNX initializers and the convolutions.
     Optimizer::prop_consts().optimize(&mut model)?;
-    for id in model.eval_order()? {
+    let ids = if kernels.depthwise || dense {
+        model.eval_order()?
+    } else {
+        Vec::new()
+    };
+    for id in ids {
         let node = model.node(id);
-        let mut found: Option<(Box<dyn TypedOp>, Option<ChannelMove>)> = None;
-        if kernels.depthwise {
-            if let Some((op, moves)) = depthwise::replacement(&model, node)? {
-                replaced.depthwise += 1;
-                found = Some((Box::new(op), moves));
-            }
-        }
-        if dense && found.is_none() {
-            if let Some((op, moves)) = pointwise::replacement(&model, node)? {
-                replaced.pointwise += 1;
-                found = Some((Box::new(op), moves));
-            } else if let Some((op, moves)) = im2col::replacement(&model, node)? {
-                replaced.im2col += 1;
-                found = Some((Box::new(op), moves));
-            }
-        }
-        let Some((op, moves)) = found else {
+        let Some(conv) = ConvNode::parse(&model, node)? else {
             continue;
         };
+        let op = kernels
+            .depthwise
+            .then(|| ConvF32::depthwise(&conv))
+            .flatten()
+            .or_else(|| {
+                dense
+                    .then(|| ConvF32::pointwise(&conv).or_else(|| ConvF32::im2col(&conv)))
+                    .flatten()
+            });
+        let Some(op) = op else {
+            continue;
+        };
+        *match op.kind() {
+            Kind::Depthwise { .. } => &mut replaced.depthwise,
+            Kind::Pointwise(_) => &mut replaced.pointwise,
+            Kind::Im2col { .. } => &mut replaced.im2col,
+        } += 1;
+        let moves = conv.channel_move();
         let mut patch = TypedModelPatch::default();
         let mut x = patch.tap_model(&model, node.inputs[0])?;
         if let Some((from, to)) = moves {
@@ -99,29 +105,9 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
     Ok((model, replaced))
 }
 
-/// The clamp of a replaced node.
-fn clamp_of(node: &TypedNode) -> Option<Clamp> {
-    node.op_as::<DepthwiseF32>()
-        .map(DepthwiseF32::clamp)
-        .or_else(|| node.op_as::<PointwiseF32>().map(PointwiseF32::clamp))
-        .or_else(|| node.op_as::<Im2colF32>().map(Im2colF32::clamp))
-}
-
-/// The op of a replaced node with its clamp set to `clamp`.
-fn with_clamp(node: &TypedNode, clamp: Clamp) -> Option<Box<dyn TypedOp>> {
-    if let Some(op) = node.op_as::<DepthwiseF32>() {
-        return Some(Box::new(op.with_clamp(clamp)));
-    }
-    if let Some(op) = node.op_as::<PointwiseF32>() {
-        return Some(Box::new(op.with_clamp(clamp)));
-    }
-    node.op_as::<Im2colF32>()
-        .map(|op| Box::new(op.with_clamp(clamp)) as Box<dyn TypedOp>)
-}
-
-/// Folds every `Max` / `Min` by a single constant that is the only consumer of a
-/// [`DepthwiseF32`] or [`PointwiseF32`] output (and of the ops folded before it) into that op's
-/// [`Clamp`]; returns the model and how many nodes were folded.
+/// Folds every `Max` / `Min` by a single constant that is the only consumer of a [`ConvF32`]
+/// output (and of the ops folded before it) into that op's [`Clamp`]; returns the model and how
+/// many nodes were folded.
 pub fn fuse_clamps(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
     let mut folded = 0;
     while let Some((id, next, op)) = next_clamp(&model)? {
@@ -137,15 +123,16 @@ pub fn fuse_clamps(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
 }
 
 /// A replaced node (id), its `Max` / `Min` consumer (id), and the op with that bound folded in.
-type ClampFold = (usize, usize, Box<dyn TypedOp>);
+type ClampFold = (usize, usize, ConvF32);
 
 /// The first replaced node whose only consumer is a foldable `Max` or `Min`.
 fn next_clamp(model: &TypedModel) -> TractResult<Option<ClampFold>> {
     let outputs: Vec<OutletId> = model.output_outlets()?.to_vec();
     for node in model.nodes() {
-        let Some(mut clamp) = clamp_of(node) else {
+        let Some(op) = node.op_as::<ConvF32>() else {
             continue;
         };
+        let mut clamp = op.clamp();
         let succ = &node.outputs[0].successors;
         if succ.len() != 1 || outputs.contains(&OutletId::new(node.id, 0)) {
             continue;
@@ -178,9 +165,7 @@ fn next_clamp(model: &TypedModel) -> TractResult<Option<ClampFold>> {
             "Min" => clamp.hi = clamp.hi.min(v),
             _ => continue,
         }
-        if let Some(op) = with_clamp(node, clamp) {
-            return Ok(Some((node.id, next.id, op)));
-        }
+        return Ok(Some((node.id, next.id, op.with_clamp(clamp))));
     }
     Ok(None)
 }

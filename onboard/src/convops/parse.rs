@@ -4,6 +4,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::depthwise_kernel::Geometry;
 use super::ChannelMove;
 
 /// An f32 2-D convolution with constant weights and bias, batch 1, no dilation, one stride for
@@ -41,6 +42,18 @@ impl ConvNode {
     pub fn channel_move(&self) -> Option<ChannelMove> {
         let rank = usize::from(self.batch_axis) + 3;
         (!self.channels_last).then_some((rank - 3, rank - 1))
+    }
+
+    /// The kernels' view of its shape (`channels` = input channels).
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            channels: self.ci,
+            input: self.input,
+            output: self.output,
+            kernel: self.kernel,
+            stride: self.stride,
+            pad: self.pad,
+        }
     }
 
     /// Parses `node`; None when it is not a convolution of that kind.

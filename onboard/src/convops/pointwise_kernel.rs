@@ -73,16 +73,16 @@ impl Packed {
 /// [`has_simd`]) it runs register tiles with fused multiply-adds, elsewhere
 /// [`pointwise_portable`]. Returns false (leaving `out` untouched) when a length does not match.
 pub fn pointwise(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) -> bool {
-    let Some(pixels) = pixels(x, w, out) else {
+    if pixels(x, w, out).is_none() {
         return false;
-    };
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if super::x86::has_avx512() {
             // SAFETY: AVX-512F is present and the lengths were checked by `pixels`.
             #[allow(unsafe_code)]
             unsafe {
-                super::x86::gemm_avx512(x, w, pixels, clamp, out)
+                super::x86::gemm_avx512(x, w, clamp, out)
             };
             return true;
         }
@@ -90,12 +90,12 @@ pub fn pointwise(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) -> bool {
             // SAFETY: AVX2 and FMA are present and the lengths were checked by `pixels`.
             #[allow(unsafe_code)]
             unsafe {
-                super::x86::gemm_avx2(x, w, pixels, clamp, out)
+                super::x86::gemm_avx2(x, w, clamp, out)
             };
             return true;
         }
     }
-    gemm::<Split, 3, 16>(x, w, pixels, clamp, out);
+    gemm_portable(x, w, clamp, out);
     true
 }
 
@@ -114,98 +114,37 @@ pub fn has_simd() -> bool {
 
 /// [`pointwise`] without fused multiply-adds or run-time dispatch.
 pub fn pointwise_portable(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) -> bool {
-    let Some(pixels) = pixels(x, w, out) else {
+    if pixels(x, w, out).is_none() {
         return false;
-    };
-    gemm::<Split, 3, 16>(x, w, pixels, clamp, out);
+    }
+    gemm_portable(x, w, clamp, out);
     true
 }
 
-/// The pixel count when the lengths match; the kernels take at least one pixel, so an empty
-/// input is refused too.
-fn pixels(x: &[f32], w: &Packed, out: &[f32]) -> Option<usize> {
+/// The pixel count when the lengths match (`x` `[pixels, ci]`, `out` `[pixels, co]`); the
+/// kernels take at least one pixel, so an empty input is refused too.
+pub(super) fn pixels(x: &[f32], w: &Packed, out: &[f32]) -> Option<usize> {
     let p = x.len() / w.ci;
     (p > 0 && x.len() == p * w.ci && out.len() == p * w.co).then_some(p)
 }
 
-use super::depthwise_kernel::{MulAdd, Split};
-
-/// Tiles of `R` pixels by `C` output channels (`C` divides [`PANEL`]), panel by panel so that
-/// each weight panel stays in cache while every pixel passes over it; leftover pixels in tiles
-/// of 4, 2 and 1.
-#[inline(always)]
-fn gemm<M: MulAdd, const R: usize, const C: usize>(
-    x: &[f32],
-    w: &Packed,
-    pixels: usize,
-    clamp: Clamp,
-    out: &mut [f32],
-) {
+/// Pixel by pixel and panel by panel, one panel's accumulators at a time (a loop the compiler
+/// vectorizes for any target).
+fn gemm_portable(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) {
     let (ci, co) = (w.ci, w.co);
-    for (p, panel) in w.panels.chunks_exact(ci * PANEL).enumerate() {
-        for off in (0..PANEL).step_by(C) {
-            let col = p * PANEL + off;
-            if col >= co {
-                break;
+    for (row, o) in x.chunks_exact(ci).zip(out.chunks_exact_mut(co)) {
+        for (p, panel) in w.panels.chunks_exact(ci * PANEL).enumerate() {
+            let col = p * PANEL;
+            let mut acc = [0.0f32; PANEL];
+            acc.copy_from_slice(&w.bias[col..col + PANEL]);
+            for (xv, wk) in row.iter().zip(panel.chunks_exact(PANEL)) {
+                for (a, wv) in acc.iter_mut().zip(wk) {
+                    *a += xv * wv;
+                }
             }
-            let cols = C.min(co - col);
-            let bias = &w.bias[col..col + C];
-            let mut p0 = 0;
-            while p0 + R <= pixels {
-                tile::<M, R, C>(x, ci, p0, panel, off, bias, clamp, out, co, col, cols);
-                p0 += R;
+            for (d, a) in o[col..].iter_mut().zip(acc) {
+                *d = a.max(clamp.lo).min(clamp.hi);
             }
-            while p0 + 4 <= pixels && R > 4 {
-                tile::<M, 4, C>(x, ci, p0, panel, off, bias, clamp, out, co, col, cols);
-                p0 += 4;
-            }
-            while p0 + 2 <= pixels && R > 2 {
-                tile::<M, 2, C>(x, ci, p0, panel, off, bias, clamp, out, co, col, cols);
-                p0 += 2;
-            }
-            while p0 < pixels {
-                tile::<M, 1, C>(x, ci, p0, panel, off, bias, clamp, out, co, col, cols);
-                p0 += 1;
-            }
-        }
-    }
-}
-
-/// One `R x C` tile: pixels `p0..p0 + R`, output channels `col..col + cols` (`cols <= C`), the
-/// accumulators in registers across the whole input-channel loop.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tile<M: MulAdd, const R: usize, const C: usize>(
-    x: &[f32],
-    ci: usize,
-    p0: usize,
-    panel: &[f32],
-    off: usize,
-    bias: &[f32],
-    clamp: Clamp,
-    out: &mut [f32],
-    co: usize,
-    col: usize,
-    cols: usize,
-) {
-    let mut acc = [[0.0f32; C]; R];
-    for a in acc.iter_mut() {
-        a.copy_from_slice(&bias[..C]);
-    }
-    let rows: [&[f32]; R] = std::array::from_fn(|r| &x[(p0 + r) * ci..(p0 + r + 1) * ci]);
-    for (k, wk) in panel.chunks_exact(PANEL).enumerate() {
-        let wv = &wk[off..off + C];
-        for r in 0..R {
-            let xv = rows[r][k];
-            for j in 0..C {
-                acc[r][j] = M::mul_add(xv, wv[j], acc[r][j]);
-            }
-        }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        let at = (p0 + r) * co + col;
-        for (d, v) in out[at..at + cols].iter_mut().zip(a) {
-            *d = v.max(clamp.lo).min(clamp.hi);
         }
     }
 }
@@ -223,13 +162,13 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         let all = {
             fn avx2(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) -> bool {
-                let Some(p) = pixels(x, w, out) else {
+                if pixels(x, w, out).is_none() {
                     return false;
-                };
+                }
                 // SAFETY: only listed when the CPU has AVX2 and FMA; lengths checked above.
                 #[allow(unsafe_code)]
                 unsafe {
-                    super::super::x86::gemm_avx2(x, w, p, clamp, out)
+                    super::super::x86::gemm_avx2(x, w, clamp, out)
                 };
                 true
             }

@@ -21,11 +21,12 @@ pub fn has_avx2_fma() -> bool {
 /// pixels by one 32-channel panel (two 16-lane registers each: 24 accumulators).
 ///
 /// # Safety
-/// The CPU supports AVX-512F ([`has_avx512`]); `pixels > 0`, `x.len() == pixels * w.ci` and
-/// `out.len() == pixels * w.co`.
+/// The CPU supports AVX-512F ([`has_avx512`]); the lengths match at one pixel or more
+/// (`pointwise_kernel::pixels` is `Some`).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gemm_avx512(x: &[f32], w: &Packed, pixels: usize, clamp: Clamp, out: &mut [f32]) {
+pub unsafe fn gemm_avx512(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) {
     let (ci, co) = (w.ci, w.co);
+    let pixels = x.len() / ci;
     let (lo, hi) = (_mm512_set1_ps(clamp.lo), _mm512_set1_ps(clamp.hi));
     for p in 0..co.div_ceil(PANEL) {
         let col = p * PANEL;
@@ -120,8 +121,9 @@ impl Tile512 {
 /// # Safety
 /// The CPU supports AVX2 and FMA ([`has_avx2_fma`]); lengths as for [`gemm_avx512`].
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gemm_avx2(x: &[f32], w: &Packed, pixels: usize, clamp: Clamp, out: &mut [f32]) {
+pub unsafe fn gemm_avx2(x: &[f32], w: &Packed, clamp: Clamp, out: &mut [f32]) {
     let (ci, co) = (w.ci, w.co);
+    let pixels = x.len() / ci;
     for p in 0..co.div_ceil(PANEL) {
         for half in [0, 16] {
             let col = p * PANEL + half;

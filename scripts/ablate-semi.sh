@@ -4,7 +4,8 @@
 # simclr (L_cls + the paper's Eq. 1 instead of L_s). Runs land in runs/ablation/<variant>-s<seed>/
 # and the summary table in runs/ablation/summary.md.
 # Usage: MSL_DATA=... scripts/ablate-semi.sh [BASE_CONFIG] [SEEDS...]
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "error: $0: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 : "${MSL_DATA:?set MSL_DATA to the dataset root}"

@@ -4,7 +4,8 @@
 # Installs cargo-fuzz if missing. The fuzzing flags need unstable rustc options, enabled on the
 # stable toolchain with RUSTC_BOOTSTRAP=1. Corpora start from testdata/ and the default bundle's
 # manifest; findings land in fuzz/artifacts/<target>/ and make this script fail.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "error: $0: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 secs="${1:-60}"

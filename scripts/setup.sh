@@ -1,43 +1,90 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, idempotently: the Rust targets and components, the
 # aarch64 cross toolchain and qemu (Debian packages), and a Python venv (outside the clone,
-# reused across runs) with torch 2.11.0 (libtorch for tch), onnx and onnxruntime from PyPI.
-# `--board-only` stops after the cross-building tools.
-set -euo pipefail
+# reused across runs) with torch 2.11.0 (libtorch for tch), onnx and onnxruntime from PyPI,
+# and the converted EfficientNet-Lite0 weights.
+#   scripts/setup.sh               everything
+#   scripts/setup.sh --board-only  stops after the cross-building tools
+#   scripts/setup.sh --offline     installs and downloads nothing: says what is present and what
+#                                  a full run would install (tested on an empty cache by
+#                                  scripts/check-fresh.sh)
+set -Eeuo pipefail
+trap 'echo "error: $0: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+mode="${1:-all}"
+case "$mode" in
+  all | --board-only | --offline) ;;
+  *)
+    echo "error: scripts/setup.sh: unknown option '$mode' (use --board-only or --offline)" >&2
+    exit 2
+    ;;
+esac
+offline=false
+[ "$mode" = "--offline" ] && offline=true
+# In offline mode, say what would be done instead of doing it.
+todo() {
+  echo "setup: missing: $1 (a full scripts/setup.sh installs it)" >&2
+}
 
 if ! command -v cargo >/dev/null; then
   echo "error: cargo not found; install Rust (rustup) first" >&2
   exit 1
 fi
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add thumbv7em-none-eabihf aarch64-unknown-linux-gnu >/dev/null
+targets=(thumbv7em-none-eabihf aarch64-unknown-linux-gnu)
+if $offline; then
+  installed="$(rustup target list --installed 2>/dev/null || true)"
+  for t in "${targets[@]}"; do
+    grep -qx "$t" <<<"$installed" || todo "Rust target $t"
+  done
+else
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  rustup target add "${targets[@]}" >/dev/null
+fi
 
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "setup: installing ${need[*]}" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  if $offline; then
+    todo "Debian packages ${need[*]}"
+  else
+    echo "setup: installing ${need[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
 fi
-[ "${1:-}" = "--board-only" ] && exit 0
+[ "$mode" = "--board-only" ] && exit 0
 
 stamp="$TRIAGE_VENV/.requirements.sha256"
 want="$(sha256sum scripts/requirements.txt | cut -d' ' -f1)"
-if [ ! -x "$TRIAGE_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating Python venv at $TRIAGE_VENV (torch 2.11.0, onnx, onnxruntime; several GB, a few minutes)" >&2
-  mkdir -p "$TRIAGE_CACHE"
-  python3 -m venv "$TRIAGE_VENV"
-  "$TRIAGE_VENV/bin/python" -m pip install -q --upgrade pip
-  "$TRIAGE_VENV/bin/python" -m pip install -q -r scripts/requirements.txt
-  echo "$want" > "$stamp"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ ! -x "$TRIAGE_VENV/bin/python" ] || [ "$have" != "$want" ]; then
+  if $offline; then
+    todo "Python venv at $TRIAGE_VENV (scripts/requirements.txt)"
+  else
+    echo "setup: creating Python venv at $TRIAGE_VENV (torch 2.11.0, onnx, onnxruntime; about 6 GB, several minutes)" >&2
+    mkdir -p "$TRIAGE_CACHE"
+    python3 -m venv "$TRIAGE_VENV"
+    "$TRIAGE_VENV/bin/python" -m pip install -q --upgrade pip
+    "$TRIAGE_VENV/bin/python" -m pip install -q -r scripts/requirements.txt
+    echo "$want" >"$stamp"
+  fi
 fi
-"$TRIAGE_VENV/bin/python" -c "import torch, onnx, onnxruntime; print('setup: torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
+if ! $offline; then
+  "$TRIAGE_VENV/bin/python" -c "import torch, onnx, onnxruntime; print('setup: torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
+fi
+weights_stamp="$(cat "$TRIAGE_EFFNET_LITE0.stamp" 2>/dev/null || true)"
 if [ ! -f "$TRIAGE_EFFNET_LITE0" ] || [ ! -f "${TRIAGE_EFFNET_LITE0%.safetensors}.reference.json" ] \
-  || [ "$(cat "$TRIAGE_EFFNET_LITE0.stamp" 2>/dev/null)" != "$want" ]; then
-  "$TRIAGE_PYTHON" scripts/convert_effnet.py "$(dirname "$TRIAGE_EFFNET_LITE0")"
-  echo "$want" > "$TRIAGE_EFFNET_LITE0.stamp"
+  || [ "$weights_stamp" != "$want" ]; then
+  if $offline; then
+    todo "EfficientNet-Lite0 weights at $TRIAGE_EFFNET_LITE0"
+  else
+    "$TRIAGE_PYTHON" scripts/convert_effnet.py "$(dirname "$TRIAGE_EFFNET_LITE0")"
+    echo "$want" >"$TRIAGE_EFFNET_LITE0.stamp"
+  fi
 fi
+$offline && echo "setup: offline check done" >&2
+exit 0

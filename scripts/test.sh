@@ -2,8 +2,28 @@
 # The project's whole test suite: installs what it needs (scripts/setup.sh), checks formatting
 # and lints, builds the no_std decision core for a bare-metal target, runs every test of the
 # workspace (tests on the real MSL data need MSL_DATA), and runs the README's main command.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "error: $0: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
+
+# Each step prints its name when it starts and its duration when the next one starts (and at
+# exit, also after a failure), so a slow step shows in the log.
+suite_start=$SECONDS
+step_name=""
+step_start=$SECONDS
+step() {
+  if [ -n "$step_name" ]; then
+    echo "== done: $step_name ($((SECONDS - step_start)) s; $((SECONDS - suite_start)) s in all)" >&2
+  fi
+  step_name="$1"
+  step_start=$SECONDS
+  [ -z "$step_name" ] || echo "== $step_name" >&2
+}
+trap 'step ""' EXIT
+
+step "scripts start on a fresh machine (no download)"
+scripts/check-fresh.sh
+step "set-up (scripts/setup.sh)"
 scripts/setup.sh
 source scripts/env.sh
 export TRIAGE_PROGRESS=0
@@ -18,18 +38,22 @@ else
   echo "warning: MSL_DATA is not set: tests on the real MSL data will not run" >&2
 fi
 
-echo "== fmt" >&2
+step "fmt"
 cargo fmt --all -- --check
-echo "== clippy" >&2
+step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
-echo "== no_std core (thumbv7em-none-eabihf)" >&2
+step "no_std core (thumbv7em-none-eabihf)"
 cargo build -p onboard --no-default-features --target thumbv7em-none-eabihf
-echo "== tests" >&2
+step "tests: build"
+cargo test --release --workspace --no-run
+step "tests: run"
 cargo test --release --workspace
-echo "== aarch64: onboard tests under qemu" >&2
+step "aarch64: onboard tests under qemu: build"
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+cargo test --release -p onboard --target aarch64-unknown-linux-gnu --no-run
+step "aarch64: onboard tests under qemu: run"
 ONBOARD_TEST_RUNNER="${qemu[*]}" cargo test --release -p onboard --target aarch64-unknown-linux-gnu
-echo "== aarch64: board build, size, and eval predictions equal to x86 (f32 and int8)" >&2
+step "aarch64: board build, size, and eval predictions equal to x86 (f32 and int8)"
 scripts/build-board.sh
 if [ -n "${MSL_DATA:-}" ]; then
   tmp="$(mktemp -d)"
@@ -48,11 +72,12 @@ if [ -n "${MSL_DATA:-}" ]; then
   python3 scripts/compare_eval.py "$tmp/x86-int8.json" "$tmp/arm-int8.json"
   rm -rf "$tmp"
 fi
-echo "== README main command" >&2
+step "README main command"
 cargo run --release -p onboard -- prioritize testdata/pass --budget-bytes 60000 >/dev/null
-echo "== ONNX Runtime side by side (feature ort, the onnxruntime wheel's library)" >&2
+step "ONNX Runtime side by side (feature ort, the onnxruntime wheel's library)"
 cargo clippy --release -p onboard --features ort --all-targets -- -D warnings
 cargo run --release -p onboard --features ort -- bench --data testdata/pass --limit 8 \
   --ort-lib "$ORT_DYLIB_PATH" --json > "${TMPDIR:-/tmp}/bench-ort.json"
 python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); o = d["onnxruntime"]; assert d["tract_vs_ort_ratio"] > 0 and o["same_class"] == 1.0, d; print("tract_vs_ort_ratio", round(d["tract_vs_ort_ratio"], 2), "ORT", round(o["model_ms"], 2), "ms, tract", round(o["tract_model_ms"], 2), "ms (alternating pass)", file=sys.stderr)' "${TMPDIR:-/tmp}/bench-ort.json"
-echo "all checks passed" >&2
+step ""
+echo "all checks passed in $((SECONDS - suite_start)) s" >&2

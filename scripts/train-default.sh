@@ -2,7 +2,8 @@
 # Retrains the committed default bundle (models/default) on the MSL train and validation splits
 # (the recipe was chosen on train -> validation: docs/RESULTS.md), then adds its int8 graphs.
 # usage: MSL_DATA=/path/to/msl-v1 scripts/train-default.sh [--device auto|cpu|cuda]
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "error: $0: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 : "${MSL_DATA:?set MSL_DATA to the MSL dataset root (the folder holding calibrated/ and the split files)}"
 source scripts/env.sh

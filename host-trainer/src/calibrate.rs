@@ -33,7 +33,7 @@ pub fn every_tensor_plan(
         .iter()
         .flat_map(|n| n.output.iter().cloned())
         .collect();
-    let plan = tract_onnx::onnx()
+    let plan = onboard::tract_isa::onnx()
         .model_for_proto_model(model)
         .and_then(|m| m.with_input_fact(0, f32::fact(input_shape).into()))
         .and_then(|m| m.with_outputs_by_name(&names))

@@ -70,7 +70,7 @@ fn inputs(seed: u64, n: usize) -> Vec<Vec<f32>> {
 }
 
 fn run(model: &tract_onnx::pb::ModelProto, x: &[f32]) -> Vec<f32> {
-    let plan = tract_onnx::onnx()
+    let plan = onboard::tract_isa::onnx()
         .model_for_proto_model(model)
         .unwrap()
         .with_input_fact(0, f32::fact([1, 3, 16, 16]).into())

@@ -30,4 +30,6 @@ pub mod pipeline;
 #[cfg(feature = "tract")]
 pub mod runtime;
 #[cfg(feature = "tract")]
+pub mod tract_isa;
+#[cfg(feature = "tract")]
 pub mod triage;

@@ -99,7 +99,9 @@ pub fn optimized_model(
         shape: shape.to_vec(),
         message: format!("{e:#}"),
     };
-    let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
+    let model = crate::tract_isa::onnx()
+        .model_for_path(path)
+        .map_err(load_err)?;
     let declared = model
         .input_fact(0)
         .and_then(|f| f.shape.as_concrete_finite())

@@ -257,6 +257,7 @@ fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    onboard::tract_isa::apply();
     let result = match Cli::parse().command {
         Command::Train(a) => train(a),
         Command::Semi(a) => semi(a),

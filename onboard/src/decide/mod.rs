@@ -2,10 +2,12 @@
 
 mod centroid;
 mod plan;
+mod prior;
 pub mod queue;
 
-pub use centroid::{nearest_centroid, novelty, ClusterStats, Nearest};
+pub use centroid::{adapt_nearest, nearest_centroid, novelty, ClusterStats, Nearest};
 pub use plan::{plan, Decision, Outcome, PlanItem, PlanWeights, MAX_CLASSES, MAX_CLUSTERS};
+pub use prior::{PriorAdapter, PriorConfig, PriorStep};
 
 /// Errors of the decision core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,9 @@ pub enum DecideError {
         /// Items offered.
         got: usize,
     },
+    /// A value outside its contract (the text names which and the rule).
+    #[error("invalid {0}")]
+    Invalid(&'static str),
     /// The fixed-capacity candidate queue was full; `item` (an index into the caller's list)
     /// was handed back unqueued.
     #[error("candidate queue full at its capacity of {capacity}; item {item} not queued")]

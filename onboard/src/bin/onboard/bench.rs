@@ -211,6 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "images": images,
         "skipped": skipped,
         "threads": 1,
+        "tract_isa": onboard::tract_isa::dispatched(),
         "ms_per_image": {
             "decode_preprocess": median(load),
             "encoder": median(enc),

@@ -87,6 +87,7 @@ impl ModelArgs {
 }
 
 fn main() -> ExitCode {
+    onboard::tract_isa::apply();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Prioritize(a) => prioritize::run(a),

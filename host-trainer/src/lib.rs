@@ -27,5 +27,6 @@ pub mod run;
 pub mod semi;
 pub mod semi_run;
 pub mod semi_train;
+pub mod temperature;
 pub mod train;
 pub mod whiten;

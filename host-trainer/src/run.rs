@@ -599,6 +599,13 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
             command: opts.command.clone(),
             quantization: None,
         },
+        // Temperature 1 until `host-trainer calibrate` fits one on held-out images.
+        calibration: Some(onboard::bundle::Calibration {
+            temperature: 1.0,
+            class_prior: onboard::bundle::class_prior(&train_set.labels_usize(), classes.len()),
+            fitted_on: "none".into(),
+        }),
+        adaptation: onboard::bundle::Adaptation::default(),
     };
     let metrics_json = serde_json::to_string_pretty(&report)?;
     staging.write_manifest(&manifest)?;

@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod calibration;
+pub use calibration::{
+    class_prior, fit_temperature, nll_at_temperature, Adaptation, Calibration,
+    PRIOR_WINDOW_CAPACITY,
+};
+
 /// The bundle format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// File name of the manifest inside a bundle folder.
@@ -184,6 +190,13 @@ pub struct Manifest {
     pub classes: Vec<ClassEntry>,
     /// Training provenance.
     pub provenance: Provenance,
+    /// Temperature and training class prior of the classifier (absent: temperature 1, no
+    /// class-prior adaptation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// On-board adaptation settings (absent: [`Adaptation::default`]).
+    #[serde(default)]
+    pub adaptation: Adaptation,
 }
 
 /// A bundle that passed every check of [`Bundle::load`].
@@ -477,7 +490,10 @@ impl Manifest {
                 ));
             }
         }
-        Ok(())
+        if let Some(c) = &self.calibration {
+            c.validate(self.classes.len())?;
+        }
+        self.adaptation.validate()
     }
 
     /// Writes the manifest as pretty JSON to `dir/manifest.json` atomically (temp file + rename).

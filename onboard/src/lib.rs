@@ -9,6 +9,8 @@
 pub mod decide;
 
 #[cfg(feature = "std")]
+pub mod adapt;
+#[cfg(feature = "std")]
 pub mod bundle;
 #[cfg(feature = "std")]
 pub mod downlink;

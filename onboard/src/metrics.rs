@@ -97,6 +97,21 @@ pub fn macro_f1(reports: &[ClassReport]) -> f64 {
     }
 }
 
+/// Balanced accuracy: the mean recall over the classes present in the truth (accuracy under a
+/// uniform class prior; scikit-learn's `balanced_accuracy_score`). 0 when the truth is empty.
+pub fn balanced_accuracy(reports: &[ClassReport]) -> f64 {
+    let recalls: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.support > 0)
+        .map(|r| r.recall)
+        .collect();
+    if recalls.is_empty() {
+        0.0
+    } else {
+        recalls.iter().sum::<f64>() / recalls.len() as f64
+    }
+}
+
 /// Accuracy of the best one-to-one mapping of clusters to classes (Hungarian algorithm):
 /// items in clusters left unmatched count as errors.
 pub fn hungarian_accuracy(truth: &[usize], clusters: &[usize]) -> f64 {

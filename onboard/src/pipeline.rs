@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::adapt::StreamAdapter;
 use crate::bundle::{Bundle, GraphInput, GraphRole, Precision};
 use crate::decide::{self, ClusterStats};
 use crate::preprocess::{self, ImageError, QualityFlags};
@@ -40,6 +41,9 @@ pub enum AnalyzeError {
     /// The model produced non-finite numbers.
     #[error("model output is not finite")]
     NonFinite,
+    /// The stream adaptation refused the image's numbers.
+    #[error("adaptation: {0}")]
+    Adapt(#[from] decide::DecideError),
 }
 
 /// The loaded bundle with both graphs and buffers reused from image to image.
@@ -57,6 +61,8 @@ pub struct Analyzer {
     latent: Vec<f32>,
     raw_latent: Vec<f32>,
     logits: Vec<f32>,
+    temperature: f32,
+    adapter: Option<StreamAdapter>,
 }
 
 /// Where the current image's latent falls: nearest cluster, distance and novelty.
@@ -95,6 +101,8 @@ impl Analyzer {
             raw_latent: vec![0.0; raw],
             logits: vec![0.0; cls.output_dim],
             classifier_input: cls.input,
+            temperature: m.calibration.as_ref().map_or(1.0, |c| c.temperature),
+            adapter: None,
             precision,
             decode: preprocess::DecodeBuffers::default(),
             encoder,
@@ -105,11 +113,26 @@ impl Analyzer {
 
     /// Analyses one image file: [`Self::load_input`], [`Self::encode`], [`Self::place`],
     /// [`Self::classify`].
+    /// With adaptation on ([`Self::set_adaptation`]) the placement is against the adapted
+    /// centroids and the probabilities are adapted to the stream's class prior, and both then
+    /// adapt to this image.
     pub fn analyze_file(&mut self, path: &Path) -> Result<Analysis, AnalyzeError> {
         let quality = self.load_input(path)?;
         self.encode()?;
-        let p = self.place()?;
-        let (class, confidence) = self.classify()?;
+        let (p, (class, confidence)) = match self.adapter.as_mut() {
+            Some(adapter) => {
+                let a = adapter.arrive(&self.latent)?;
+                let p = Placement {
+                    cluster: a.cluster,
+                    distance: a.distance,
+                    novelty: a.novelty,
+                };
+                self.run_classifier()?;
+                self.softmax()?;
+                (p, self.adapt_probs()?)
+            }
+            None => (self.place()?, self.classify()?),
+        };
         Ok(Analysis {
             latent: self.latent.clone(),
             cluster: p.cluster,
@@ -194,6 +217,11 @@ impl Analyzer {
         self.softmax()
     }
 
+    /// The latent buffer (after [`Self::encode`]; normalized as the bundle says).
+    pub fn latent(&self) -> &[f32] {
+        &self.latent
+    }
+
     /// Runs the classifier graph into the logits buffer (raw logits).
     pub fn run_classifier(&mut self) -> Result<(), AnalyzeError> {
         let input = match self.classifier_input {
@@ -203,9 +231,49 @@ impl Analyzer {
         Ok(self.classifier.run_into(input, &mut self.logits)?)
     }
 
-    /// Softmax of the logits buffer in place (decision core; allocation-free).
+    /// Softmax of the logits buffer divided by the bundle's temperature, in place (decision
+    /// core; allocation-free).
     pub fn softmax(&mut self) -> Result<(usize, f32), AnalyzeError> {
+        if self.temperature != 1.0 {
+            let t = self.temperature;
+            self.logits.iter_mut().for_each(|v| *v /= t);
+        }
         decide::softmax_argmax(&mut self.logits).ok_or(AnalyzeError::NonFinite)
+    }
+
+    /// Turns stream adaptation on (from the bundle's ground state) or off. Errors when the
+    /// bundle's adaptation settings cannot start an adapter.
+    pub fn set_adaptation(&mut self, on: bool) -> Result<(), AnalyzeError> {
+        self.adapter = if on {
+            Some(StreamAdapter::new(&self.bundle)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The stream adapter, when adaptation is on.
+    pub fn adapter(&self) -> Option<&StreamAdapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Adapts the probabilities in the logits buffer (after [`Self::softmax`]) to the stream's
+    /// class prior when adaptation is on; returns the arg-max class and its probability.
+    pub fn adapt_probs(&mut self) -> Result<(usize, f32), AnalyzeError> {
+        if let Some(a) = self.adapter.as_mut() {
+            a.adapt_probs(&mut self.logits)?;
+        }
+        let mut best = (0usize, f32::NEG_INFINITY);
+        for (i, &v) in self.logits.iter().enumerate() {
+            if v > best.1 {
+                best = (i, v);
+            }
+        }
+        if best.1.is_finite() {
+            Ok(best)
+        } else {
+            Err(AnalyzeError::NonFinite)
+        }
     }
 }
 

@@ -42,6 +42,25 @@ fn scaled(native: usize, emulated_n: usize) -> usize {
     }
 }
 
+/// The fixture folder natively; under an emulator a copy of its first `n` images (by name: the
+/// scene kinds take turns) in `tmp`.
+fn fixtures(tmp: &Path, n: usize) -> PathBuf {
+    if !emulated() {
+        return root().join("testdata/pass");
+    }
+    let d = tmp.join("pass");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    all.sort();
+    for p in &all[..n] {
+        std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
+    }
+    d
+}
+
 fn onboard(args: &[&str]) -> std::process::Output {
     onboard_cmd().args(args).output().expect("onboard runs")
 }
@@ -68,18 +87,18 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn prioritize_plans_every_fixture_within_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures(tmp.path(), 12);
     let budget = 60_000u64;
     let doc = json(&onboard(&[
         "prioritize",
-        "testdata/pass",
+        dir.to_str().unwrap(),
         "--budget-bytes",
         &budget.to_string(),
         "--json",
     ]));
     let plan = doc["plan"].as_array().unwrap();
-    let n_files = std::fs::read_dir(root().join("testdata/pass"))
-        .unwrap()
-        .count();
+    let n_files = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(plan.len(), n_files);
     assert!(doc["skipped"].as_array().unwrap().is_empty());
     // Chosen images come first, in downlink order; the rest follow by decreasing score.
@@ -225,21 +244,7 @@ fn broken_bundles_fail_before_any_image_with_the_file_named() {
 fn every_precision_triages_the_fixtures_and_a_missing_one_is_a_clear_error() {
     // Under an emulator, the first 8 fixtures (two of each scene kind).
     let tmp = tempfile::tempdir().unwrap();
-    let dir = if emulated() {
-        let d = tmp.path().join("pass");
-        std::fs::create_dir(&d).unwrap();
-        let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        all.sort();
-        for p in &all[..8] {
-            std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
-        }
-        d
-    } else {
-        root().join("testdata/pass")
-    };
+    let dir = fixtures(tmp.path(), 8);
     let dir_arg = dir.to_str().unwrap();
     let fixtures = std::fs::read_dir(&dir).unwrap().count();
     let mut classes = Vec::new();
@@ -331,33 +336,44 @@ fn eval_on_real_validation_images() {
         labels.lines().take(n).collect::<Vec<_>>().join("\n"),
     )
     .unwrap();
-    let doc = json(&onboard(&[
-        "eval",
-        "--data",
-        data.to_str().unwrap(),
-        "--labels",
-        subset.to_str().unwrap(),
-        "--json",
-    ]));
-    assert_eq!(doc["images"], n);
-    assert_eq!(doc["skipped"], 0);
-    for key in [
-        "top1",
-        "macro_f1",
-        "cluster_hungarian_acc",
-        "cluster_majority_acc",
-        "nmi",
-    ] {
-        let v = doc[key].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    // As shipped, and adapting to the stream in the file's order.
+    for adapt in ["off", "on"] {
+        let doc = json(&onboard(&[
+            "eval",
+            "--data",
+            data.to_str().unwrap(),
+            "--labels",
+            subset.to_str().unwrap(),
+            "--adapt",
+            adapt,
+            "--json",
+        ]));
+        assert_eq!(doc["adapt"], adapt);
+        assert_eq!(doc["images"], n);
+        assert_eq!(doc["skipped"], 0);
+        for key in [
+            "top1",
+            "macro_f1",
+            "balanced_accuracy",
+            "cluster_hungarian_acc",
+            "cluster_majority_acc",
+            "nmi",
+        ] {
+            let v = doc[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{adapt}: {key} = {v}");
+        }
+        assert!(doc["ari"].as_f64().unwrap() <= 1.0);
+        assert!(doc["per_class_recall"]
+            .as_object()
+            .unwrap()
+            .contains_key("ground"));
+        // The committed bundle must do far better than chance on real images.
+        assert!(
+            doc["top1"].as_f64().unwrap() > 0.5,
+            "{adapt}: top1 {}",
+            doc["top1"]
+        );
     }
-    assert!(doc["ari"].as_f64().unwrap() <= 1.0);
-    assert!(doc["per_class_recall"]
-        .as_object()
-        .unwrap()
-        .contains_key("ground"));
-    // The committed bundle must do far better than chance on real images.
-    assert!(doc["top1"].as_f64().unwrap() > 0.5, "top1 {}", doc["top1"]);
 }
 
 #[test]
@@ -412,9 +428,11 @@ fn downlink_bench_on_real_validation_images() {
 
 #[test]
 fn prioritize_json_explains_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures(tmp.path(), 12);
     let doc = json(&onboard(&[
         "prioritize",
-        "testdata/pass",
+        dir.to_str().unwrap(),
         "--budget-bytes",
         "20000",
         "--values",
@@ -435,9 +453,10 @@ fn prioritize_json_explains_decisions() {
 fn prioritize_writes_a_contact_sheet_of_the_selection() {
     let tmp = tempfile::tempdir().unwrap();
     let sheet = tmp.path().join("plan.png");
+    let dir = fixtures(tmp.path(), 12);
     let doc = json(&onboard(&[
         "prioritize",
-        "testdata/pass",
+        dir.to_str().unwrap(),
         "--budget-bytes",
         "30000",
         "--json",
@@ -634,6 +653,9 @@ fn bench_reports_stages_and_an_allocation_free_core() {
     let shares: f64 = profile.values().map(|v| v["share"].as_f64().unwrap()).sum();
     assert!((shares - 1.0).abs() < 1e-6, "{shares}");
     assert_eq!(doc["core_heap_allocs_per_image"].as_f64().unwrap(), 0.0);
+    // Stream adaptation allocates nothing per image either.
+    assert_eq!(doc["adapt_heap_allocs_per_image"].as_f64().unwrap(), 0.0);
+    assert!(doc["ms_per_image"]["adapt"].as_f64().unwrap() > 0.0);
     assert!(doc["runtime_heap_allocs_per_image"].as_f64().unwrap() > 0.0);
     let ms = &doc["ms_per_image"];
     for stage in ["decode_preprocess", "encoder", "classifier", "total"] {

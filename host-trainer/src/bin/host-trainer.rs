@@ -10,6 +10,7 @@ use host_trainer::device::DeviceChoice;
 use host_trainer::quantize_bundle::{self, QuantizeConfig, QuantizeOptions};
 use host_trainer::run::{self, TrainOptions};
 use host_trainer::semi_run::{self, SemiOptions, SemiRunConfig};
+use host_trainer::temperature;
 use onboard::bundle::Precision;
 
 #[derive(Debug, Parser)]
@@ -32,10 +33,32 @@ enum Command {
     /// Add int8 graphs (integer compute, and int8 weights with f32 compute) to a bundle,
     /// measure every precision on validation and record the default precision.
     Quantize(QuantizeArgs),
+    /// Write the classifier's calibration into a bundle: the training class prior (from its
+    /// training splits) and a softmax temperature fitted on a held-out split, which on-board
+    /// class-prior adaptation needs. Example:
+    /// `host-trainer calibrate --bundle models/default --data $MSL_DATA --held-out none`
+    Calibrate(CalibrateArgs),
     /// Print the default training configuration as JSON.
     DefaultConfig,
     /// Print the default semi-supervised configuration as JSON.
     DefaultSemiConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct CalibrateArgs {
+    /// Bundle folder (its manifest is rewritten atomically).
+    #[arg(long, default_value = "models/default")]
+    bundle: PathBuf,
+    /// MSL dataset root (holds calibrated/ and the split files).
+    #[arg(long)]
+    data: PathBuf,
+    /// Labeled split held out of the bundle's training, to fit the temperature on; `none`
+    /// keeps temperature 1.
+    #[arg(long, default_value = VAL_SPLIT)]
+    held_out: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +243,33 @@ fn semi(a: SemiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
+    let opts = temperature::CalibrateOptions {
+        bundle: a.bundle,
+        data: a.data,
+        held_out: (a.held_out != "none").then_some(a.held_out),
+    };
+    let r = temperature::calibrate(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let nll = match (r.nll_t1, r.nll_fitted) {
+            (Some(a), Some(b)) => format!(
+                "; held-out NLL {a:.4} at T=1 -> {b:.4} ({} images, {} skipped)",
+                r.held_out_images, r.held_out_skipped
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "{}: temperature {:.4}, class prior from {} training labels{nll}",
+            opts.bundle.display(),
+            r.temperature,
+            r.train_labels
+        );
+    }
+    Ok(())
+}
+
 fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let opts = QuantizeOptions {
         bundle: a.bundle,
@@ -262,6 +312,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a),
         Command::Semi(a) => semi(a),
         Command::Quantize(a) => quantize(a),
+        Command::Calibrate(a) => calibrate(a),
         Command::DefaultConfig => serde_json::to_string_pretty(&TrainConfig::default())
             .map(|s| println!("{s}"))
             .map_err(Into::into),

@@ -102,4 +102,7 @@ fn f1_reports_by_hand() {
     let f1_1 = 2.0 * (2.0 / 3.0) / (1.0 + 2.0 / 3.0);
     assert!((macro_f1(&r) - (0.5 + f1_1 + 0.0) / 3.0).abs() < 1e-12);
     assert!((accuracy(&truth, &pred) - 0.6).abs() < 1e-12);
+    // Recalls 0.5, 1, 0 over the three classes present.
+    assert!((balanced_accuracy(&r) - 0.5).abs() < 1e-12);
+    assert_eq!(balanced_accuracy(&class_reports(&[], &[], 3)), 0.0);
 }

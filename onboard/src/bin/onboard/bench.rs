@@ -163,6 +163,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut load, mut enc, mut core, mut cls, mut total) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut core_allocs, mut runtime_allocs) = (0u64, 0u64);
+    // Stream adaptation (class-prior EM and sequential k-means), timed as its own stage on
+    // the same images; the pipeline's placement and probabilities stay unadapted here.
+    let mut adapter = onboard::adapt::StreamAdapter::new(&analyzer.bundle)?;
+    let mut probs = vec![0.0f32; analyzer.bundle.manifest.classes.len()];
+    let (mut adapt, mut adapt_allocs) = (Vec::new(), 0u64);
     let mut images = 0u64;
     let mut skipped = 0u64;
     let mut analysed: Vec<(&PathBuf, Vec<f32>)> = Vec::new();
@@ -178,6 +183,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 || -> Result<(), onboard::pipeline::AnalyzeError> {
                     analyzer.place()?;
                     analyzer.softmax()?;
+                    Ok(())
+                },
+            )?;
+            step(
+                &mut adapt,
+                &mut adapt_allocs,
+                || -> Result<(), onboard::pipeline::AnalyzeError> {
+                    adapter.arrive(analyzer.latent())?;
+                    probs.copy_from_slice(analyzer.logits());
+                    adapter.adapt_probs(&mut probs)?;
                     Ok(())
                 },
             )?;
@@ -217,9 +232,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "encoder": median(enc),
             "classifier": median(cls),
             "core": median(core),
+            "adapt": median(adapt),
             "total": median(total),
         },
         "core_heap_allocs_per_image": per(core_allocs),
+        "adapt_heap_allocs_per_image": per(adapt_allocs),
+        "adapt_prior": adapter.adapts_prior(),
         "runtime_heap_allocs_per_image": per(runtime_allocs),
         "tract_model_ms_per_image": tract_model_ms,
         "peak_rss_kib": peak_rss,

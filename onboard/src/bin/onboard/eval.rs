@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use onboard::metrics;
 
 #[derive(Debug, clap::Args)]
@@ -9,6 +9,11 @@ pub struct Args {
     split: crate::SplitArgs,
     #[command(flatten)]
     model: crate::ModelArgs,
+    /// Adapt to the stream (class prior, centroids) in the labels file's order, each image
+    /// using only the images before it and itself, as on the rover (default: the bundle's
+    /// `adaptation.default_on`). Cluster metrics use each image's cluster as it arrived.
+    #[arg(long, value_enum)]
+    adapt: Option<crate::Adapt>,
     /// Print only the JSON object (no summary on stderr).
     #[arg(long)]
     json: bool,
@@ -17,6 +22,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = args.model.dir();
     let mut analyzer = args.model.load()?;
+    let adapt = crate::Adapt::resolve(args.adapt, &analyzer.bundle);
+    analyzer
+        .set_adaptation(adapt)
+        .with_context(|| format!("{}: cannot start the stream adaptation", model.display()))?;
     let items = onboard::labels::read_labels(&args.split.labels)?;
     let classes: Vec<String> = analyzer
         .bundle
@@ -60,12 +69,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let doc = serde_json::json!({
         "model": model.display().to_string(),
         "precision": analyzer.precision.name(),
+        "adapt": if adapt { "on" } else { "off" },
+        "adapted_prior": analyzer.adapter().is_some_and(|a| a.adapts_prior()),
         "labels": args.split.labels.display().to_string(),
         "images": truth.len(),
         "skipped": skipped.len(),
         "skipped_files": skipped,
         "top1": metrics::accuracy(&truth, &pred),
         "macro_f1": metrics::macro_f1(&reports),
+        "balanced_accuracy": metrics::balanced_accuracy(&reports),
         "per_class_recall": per_class_recall,
         "k": k,
         "cluster_hungarian_acc": metrics::hungarian_accuracy(&truth, &clusters),
@@ -76,8 +88,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     if !args.json {
         eprintln!(
-            "{} images, {} skipped: top1 {:.4}, macro-F1 {:.4}; clusters (k={k}): hungarian {:.4}, majority {:.4}, NMI {:.4}, ARI {:.4}",
-            doc["images"], doc["skipped"], doc["top1"].as_f64().unwrap_or(0.0), doc["macro_f1"].as_f64().unwrap_or(0.0),
+            "{} images, {} skipped, adapt {}: top1 {:.4}, macro-F1 {:.4}, balanced {:.4}; clusters (k={k}): hungarian {:.4}, majority {:.4}, NMI {:.4}, ARI {:.4}",
+            doc["images"], doc["skipped"], doc["adapt"], doc["top1"].as_f64().unwrap_or(0.0), doc["macro_f1"].as_f64().unwrap_or(0.0),
+            doc["balanced_accuracy"].as_f64().unwrap_or(0.0),
             doc["cluster_hungarian_acc"].as_f64().unwrap_or(0.0), doc["cluster_majority_acc"].as_f64().unwrap_or(0.0),
             doc["nmi"].as_f64().unwrap_or(0.0), doc["ari"].as_f64().unwrap_or(0.0)
         );

@@ -50,6 +50,25 @@ pub struct SplitArgs {
     pub labels: PathBuf,
 }
 
+/// Whether the run adapts to its own image stream (class prior and centroids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Adapt {
+    /// Adapt (causally: each image uses the images before it and itself).
+    On,
+    /// Use the ground model as shipped.
+    Off,
+}
+
+impl Adapt {
+    /// `--adapt` if given, else the bundle manifest's `adaptation.default_on`.
+    pub fn resolve(flag: Option<Adapt>, bundle: &onboard::bundle::Bundle) -> bool {
+        match flag {
+            Some(a) => a == Adapt::On,
+            None => bundle.manifest.adaptation.default_on,
+        }
+    }
+}
+
 /// Default bundle folder, relative to the working directory.
 pub const DEFAULT_MODEL: &str = "models/default";
 

@@ -47,7 +47,11 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
     let classes = m.classes.len();
     let mut train = Vec::new();
     for split in &m.provenance.train_splits {
-        train.extend(split_labels(&opts.data, split, classes)?);
+        train.extend(
+            split_items(&opts.data, split, classes)?
+                .iter()
+                .map(|l| l.class),
+        );
     }
     if train.is_empty() {
         bail!(
@@ -98,9 +102,13 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
     Ok(report)
 }
 
-/// Class ids of a split file (lines `calibrated/NAME.JPG CLASS_ID`), checked against the
-/// bundle's classes.
-fn split_labels(data: &Path, split: &str, classes: usize) -> anyhow::Result<Vec<usize>> {
+/// The items of a split file (lines `calibrated/NAME.JPG CLASS_ID`), every class id checked
+/// against the bundle's classes.
+fn split_items(
+    data: &Path,
+    split: &str,
+    classes: usize,
+) -> anyhow::Result<Vec<onboard::labels::Labeled>> {
     let path = data.join(split);
     let items = onboard::labels::read_labels(&path).with_context(|| {
         format!(
@@ -108,21 +116,15 @@ fn split_labels(data: &Path, split: &str, classes: usize) -> anyhow::Result<Vec<
             path.display()
         )
     })?;
-    items
-        .iter()
-        .map(|l| {
-            if l.class < classes {
-                Ok(l.class)
-            } else {
-                bail!(
-                    "{}: class id {} of {} is outside the bundle's {classes} classes",
-                    path.display(),
-                    l.class,
-                    l.file
-                )
-            }
-        })
-        .collect()
+    if let Some(l) = items.iter().find(|l| l.class >= classes) {
+        bail!(
+            "{}: class id {} of {} is outside the bundle's {classes} classes",
+            path.display(),
+            l.class,
+            l.file
+        );
+    }
+    Ok(items)
 }
 
 /// Raw classifier logits (row-major `[images, classes]`), labels and the count of skipped
@@ -133,12 +135,11 @@ fn held_out_logits(
     split: &str,
 ) -> anyhow::Result<(Vec<f32>, Vec<usize>, usize)> {
     let classes = bundle.manifest.classes.len();
-    let labels = split_labels(data, split, classes)?;
-    let items = onboard::labels::read_labels(&data.join(split))?;
+    let items = split_items(data, split, classes)?;
     let mut a = onboard::pipeline::Analyzer::new(bundle)?;
     let (mut logits, mut truth, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let bar = crate::progress::bar(items.len() as u64, "held-out logits");
-    for (item, y) in items.iter().zip(labels) {
+    for item in &items {
         bar.inc(1);
         let ok = a.load_input(&data.join(&item.file)).is_ok()
             && a.encode().is_ok()
@@ -146,7 +147,7 @@ fn held_out_logits(
             && a.logits().iter().all(|v| v.is_finite());
         if ok {
             logits.extend_from_slice(a.logits());
-            truth.push(y);
+            truth.push(item.class);
         } else {
             skipped += 1;
         }

@@ -82,14 +82,17 @@ impl StreamAdapter {
     /// Places `latent` (already normalized as the bundle says) against the adapted centroids,
     /// then moves the nearest one toward it.
     pub fn arrive(&mut self, latent: &[f32]) -> Result<Arrival, DecideError> {
-        let near = decide::nearest_centroid(latent, &self.centroids)?;
-        let stats = *self
-            .stats
-            .get(near.cluster)
-            .ok_or(DecideError::LengthMismatch {
-                expected: near.cluster + 1,
-                got: self.stats.len(),
-            })?;
+        let (near, stats) = decide::adapt_nearest(
+            latent,
+            &mut self.centroids,
+            &mut self.counts,
+            &mut self.stats,
+        )?;
+        Ok(Arrival {
+            cluster: near.cluster,
+            distance: near.distance,
+            novelty: decide::novelty(near.distance, stats),
+        })?;
         let novelty = decide::novelty(near.distance, stats);
         decide::adapt_nearest(
             latent,

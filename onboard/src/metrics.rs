@@ -85,30 +85,27 @@ pub fn class_reports(truth: &[usize], pred: &[usize], n_classes: usize) -> Vec<C
 /// Macro-averaged F1 over the classes that occur in the truth or the predictions (the
 /// convention of scikit-learn's `f1_score(average="macro")`).
 pub fn macro_f1(reports: &[ClassReport]) -> f64 {
-    let used: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.support > 0 || r.predicted > 0)
-        .map(|r| r.f1)
-        .collect();
-    if used.is_empty() {
-        0.0
-    } else {
-        used.iter().sum::<f64>() / used.len() as f64
-    }
+    mean_or_zero(
+        reports
+            .iter()
+            .filter(|r| r.support > 0 || r.predicted > 0)
+            .map(|r| r.f1),
+    )
 }
 
 /// Balanced accuracy: the mean recall over the classes present in the truth (accuracy under a
 /// uniform class prior; scikit-learn's `balanced_accuracy_score`). 0 when the truth is empty.
 pub fn balanced_accuracy(reports: &[ClassReport]) -> f64 {
-    let recalls: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.support > 0)
-        .map(|r| r.recall)
-        .collect();
-    if recalls.is_empty() {
+    mean_or_zero(reports.iter().filter(|r| r.support > 0).map(|r| r.recall))
+}
+
+/// Mean of `values`, 0 when there are none.
+fn mean_or_zero(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
         0.0
     } else {
-        recalls.iter().sum::<f64>() / recalls.len() as f64
+        sum / n as f64
     }
 }
 

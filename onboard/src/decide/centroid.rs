@@ -65,7 +65,8 @@ pub fn novelty(distance: f32, stats: ClusterStats) -> f32 {
 }
 
 /// Sequential (MacQueen 1967) k-means step on the rover's own stream: finds the centroid
-/// nearest to `latent` (the cluster and distance as the image arrived, for its novelty), then
+/// nearest to `latent` and returns it with that cluster's statistics as the image arrived (for
+/// its novelty), then
 /// moves that centroid toward it, `n_j += 1`, `c_j += (x - c_j) / n_j`, and updates the
 /// cluster's distance statistics with the same weight (Welford), so novelty follows the
 /// adapted centroids. A starting count `n_j` is a prior: the ground centroid counts as `n_j`
@@ -79,7 +80,7 @@ pub fn adapt_nearest(
     centroids: &mut [f32],
     counts: &mut [f32],
     stats: &mut [ClusterStats],
-) -> Result<Nearest, DecideError> {
+) -> Result<(Nearest, ClusterStats), DecideError> {
     let near = nearest_centroid(latent, centroids)?;
     let k = centroids.len() / latent.len();
     for len in [counts.len(), stats.len()] {
@@ -107,12 +108,13 @@ pub fn adapt_nearest(
     }
     counts[j] = n;
     let s = &mut stats[j];
+    let arrived = *s;
     let d = near.distance;
     let mean = s.mean + (d - s.mean) / n;
     let m2 = s.std * s.std * n_old + (d - s.mean) * (d - mean);
     s.mean = mean;
     s.std = libm::sqrtf((m2 / n).max(0.0)).max(f32::MIN_POSITIVE);
-    Ok(near)
+    Ok((near, arrived))
 }
 
 #[cfg(test)]
@@ -147,20 +149,24 @@ mod tests {
         assert_eq!(novelty(f32::NAN, s), 0.0);
     }
 
+    const S0: ClusterStats = ClusterStats {
+        mean: 1.0,
+        std: 0.5,
+    };
+
+    /// Ground centroids [0,0] and [10,10], each counting as one point already seen, with
+    /// distance statistics [`S0`].
+    fn ground() -> ([f32; 4], [f32; 2], [ClusterStats; 2]) {
+        ([0.0, 0.0, 10.0, 10.0], [1.0, 1.0], [S0, S0])
+    }
+
     #[test]
     fn sequential_update_equals_the_batch_mean_on_a_hand_case() {
-        // Ground centroids [0,0] and [10,10], each counting as one point already seen.
-        let mut c = [0.0, 0.0, 10.0, 10.0];
-        let mut n = [1.0, 1.0];
-        let s0 = ClusterStats {
-            mean: 1.0,
-            std: 0.5,
-        };
-        let mut st = [s0, s0];
-        let a = adapt_nearest(&[2.0, 0.0], &mut c, &mut n, &mut st).unwrap();
-        assert_eq!((a.cluster, a.distance), (0, 2.0));
+        let (mut c, mut n, mut st) = ground();
+        let (a, was) = adapt_nearest(&[2.0, 0.0], &mut c, &mut n, &mut st).unwrap();
+        assert_eq!((a.cluster, a.distance, was), (0, 2.0, S0));
         assert_eq!(c, [1.0, 0.0, 10.0, 10.0]);
-        let b = adapt_nearest(&[4.0, 0.0], &mut c, &mut n, &mut st).unwrap();
+        let (b, _) = adapt_nearest(&[4.0, 0.0], &mut c, &mut n, &mut st).unwrap();
         assert_eq!((b.cluster, b.distance), (0, 3.0));
         // Batch mean of the three points {[0,0], [2,0], [4,0]}.
         assert_eq!(c, [2.0, 0.0, 10.0, 10.0]);
@@ -169,25 +175,18 @@ mod tests {
         // mean 2 and variance ((0.25 + 1) + 0 + 1) / 3 = 0.75.
         assert!((st[0].mean - 2.0).abs() < 1e-6, "{:?}", st[0]);
         assert!((st[0].std - 0.75f32.sqrt()).abs() < 1e-6, "{:?}", st[0]);
-        assert_eq!(st[1], s0);
+        assert_eq!(st[1], S0);
     }
 
     #[test]
     fn adapt_refuses_bad_input_and_changes_nothing() {
-        let mut c = [0.0, 0.0, 10.0, 10.0];
-        let mut n = [1.0, 1.0];
-        let s0 = ClusterStats {
-            mean: 1.0,
-            std: 0.5,
-        };
-        let mut st = [s0, s0];
-        let (c0, n0) = (c, n);
+        let (mut c, mut n, mut st) = ground();
         assert!(adapt_nearest(&[f32::NAN, 0.0], &mut c, &mut n, &mut st).is_err());
         assert!(adapt_nearest(&[f32::INFINITY, 0.0], &mut c, &mut n, &mut st).is_err());
         assert!(adapt_nearest(&[1.0, 0.0], &mut c, &mut n[..1], &mut st).is_err());
         assert!(adapt_nearest(&[1.0, 0.0], &mut c, &mut n, &mut st[..1]).is_err());
         let mut zero = [0.0, 1.0];
         assert!(adapt_nearest(&[1.0, 0.0], &mut c, &mut zero, &mut st).is_err());
-        assert_eq!((c, n, st), (c0, n0, [s0, s0]));
+        assert_eq!((c, n, st), ground());
     }
 }

@@ -53,7 +53,7 @@ qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 cargo test --release -p onboard --target aarch64-unknown-linux-gnu --no-run
 step "aarch64: onboard tests under qemu: run"
 ONBOARD_TEST_RUNNER="${qemu[*]}" cargo test --release -p onboard --target aarch64-unknown-linux-gnu
-step "aarch64: board build, size, and eval predictions equal to x86 (f32 and int8)"
+step "aarch64: board build, size, and eval predictions equal to x86 (f32 and int8, adaptation on)"
 scripts/build-board.sh
 if [ -n "${MSL_DATA:-}" ]; then
   # The first validation images in sol order: 48 at f32, 16 at int8 (tract's i8 NEON kernels,
@@ -65,9 +65,9 @@ if [ -n "${MSL_DATA:-}" ]; then
     precision="${spec%%:*}" n="${spec##*:}"
     head -n "$n" "$tmp/val-chrono.txt" >"$tmp/val-$n.txt"
     "$CARGO_TARGET_DIR/release/onboard" eval --data "$MSL_DATA" --labels "$tmp/val-$n.txt" \
-      --precision "$precision" --json >"$tmp/x86-$precision.json"
+      --precision "$precision" --adapt on --json >"$tmp/x86-$precision.json"
     "${qemu[@]}" "$board" eval --data "$MSL_DATA" --labels "$tmp/val-$n.txt" \
-      --precision "$precision" --json >"$tmp/arm-$precision.json"
+      --precision "$precision" --adapt on --json >"$tmp/arm-$precision.json"
     echo "board eval, $precision, $n images:" >&2
     python3 scripts/compare_eval.py "$tmp/x86-$precision.json" "$tmp/arm-$precision.json"
   done

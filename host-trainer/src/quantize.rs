@@ -42,12 +42,19 @@ impl ActQuant {
 /// Symmetric per-row int8 quantization of `w` (`rows` rows): codes in `-127..=127` and one scale
 /// per row (`max|w_row| / 127`, 1 for an all-zero row).
 pub fn quantize_rows(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    quantize_rows_at_least(w, rows, &[])
+}
+
+/// [`quantize_rows`] with each row's scale raised to at least `min[row]` (rows past the end of
+/// `min` have no floor).
+pub fn quantize_rows_at_least(w: &[f32], rows: usize, min: &[f32]) -> (Vec<i8>, Vec<f32>) {
     let cols = w.len() / rows.max(1);
     let mut codes = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(rows);
-    for row in w.chunks(cols.max(1)).take(rows) {
+    for (r, row) in w.chunks(cols.max(1)).take(rows).enumerate() {
         let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let s = s.max(min.get(r).copied().unwrap_or(0.0));
         scales.push(s);
         codes.extend(
             row.iter()
@@ -55,6 +62,30 @@ pub fn quantize_rows(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
         );
     }
     (codes, scales)
+}
+
+/// The smallest weight scale of each output channel for which its i32 bias code `b / (x_scale *
+/// s)` plus any accumulator value (at most `products` products of a u8 code offset by its zero
+/// point, |x - zp| <= 255, and an i8 weight code, |w| <= 127) stays within `i32`. Without it, a
+/// channel whose weights are all near zero (a dead channel) gets a tiny weight scale, its bias
+/// code saturates at `i32::MIN`/`MAX`, and the int32 accumulation wraps: ONNX Runtime and tract
+/// then output garbage codes for that channel (seen: 14 codes off the ONNX definition).
+pub fn bias_safe_scales(bias: &[f32], x_scale: f32, products: usize) -> anyhow::Result<Vec<f32>> {
+    let acc_max = products as f64 * 255.0 * 127.0;
+    anyhow::ensure!(
+        acc_max <= f64::from(i32::MAX) / 2.0,
+        "{products} products per output can overflow the int32 accumulator"
+    );
+    // Half of what is left, so the f32 rounding of the scale cannot push the code past it.
+    let room = (f64::from(i32::MAX) - acc_max) / 2.0;
+    anyhow::ensure!(
+        x_scale.is_finite() && x_scale > 0.0,
+        "activation scale {x_scale} must be finite and > 0"
+    );
+    Ok(bias
+        .iter()
+        .map(|b| (f64::from(b.abs()) / (f64::from(x_scale) * room)) as f32)
+        .collect())
 }
 
 fn floats(t: &pb::TensorProto) -> anyhow::Result<Vec<f32>> {
@@ -186,7 +217,10 @@ impl<'a> Rewriter<'a> {
         let b = floats(self.init(&conv.input[2])?)?;
         let cout = *w_init.dims.first().context("conv weight without dims")? as usize;
         anyhow::ensure!(b.len() == cout, "{}: bias length", conv.name);
-        let (codes, scales) = quantize_rows(&w, cout);
+        let products = w.len() / cout.max(1);
+        let min = bias_safe_scales(&b, xp.scale, products)
+            .with_context(|| format!("{}: bias scales", conv.name))?;
+        let (codes, scales) = quantize_rows_at_least(&w, cout, &min);
         let bias: Vec<u8> = b
             .iter()
             .zip(&scales)

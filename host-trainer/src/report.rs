@@ -56,6 +56,11 @@ pub struct RunReport {
     pub files: Vec<(String, u64)>,
     /// Training configuration.
     pub config: TrainConfig,
+    /// The class prior and softmax temperature written into the manifest's `calibration`
+    /// section; the temperature is fitted on the validation split when it is held out of
+    /// training (else 1).
+    #[serde(default)]
+    pub calibration: Option<crate::temperature::CalibrateReport>,
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -146,6 +151,9 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
             s.push('\n');
         }
     }
+    if let Some(c) = &r.calibration {
+        calibration_section(c, &mut s);
+    }
     s.push_str(&format!(
         "## Export parity\n\nMax |tch - tract| on {} images: encoder {:.2e}, classifier {:.2e} (tolerance {:.0e}).\n\n",
         r.encoder_parity.images, r.encoder_parity.max_abs_diff, r.classifier_parity.max_abs_diff, r.config.parity_tolerance
@@ -156,6 +164,21 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     }
     s.push_str("\n## Limits\n\nValidation (sols 182-564) is easier than later sols; test-split figures are measured separately.\n");
     s
+}
+
+/// The model card's calibration section: what the manifest's `calibration` holds.
+fn calibration_section(c: &crate::temperature::CalibrateReport, s: &mut String) {
+    s.push_str(&format!(
+        "## Calibration (on-board class-prior adaptation)\n\nTraining class prior from {} labels; softmax temperature {:.4}",
+        c.train_labels, c.temperature
+    ));
+    match (c.nll_t1, c.nll_fitted) {
+        (Some(a), Some(b)) => s.push_str(&format!(
+            ", fitted on {} held-out validation images ({} skipped): mean NLL {a:.4} at T = 1, {b:.4} at the fit.\n\n",
+            c.held_out_images, c.held_out_skipped
+        )),
+        _ => s.push_str(" (no held-out split: not fitted).\n\n"),
+    }
 }
 
 /// The validation tables of the model card (a run with a validation split).

@@ -532,7 +532,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         })
         .collect();
 
-    let report = RunReport {
+    let mut report = RunReport {
         name: name.clone(),
         command: opts.command.clone(),
         device: format!("{device:?} on {}", machine()),
@@ -555,6 +555,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         classifier_parity,
         files,
         config: cfg.clone(),
+        calibration: None,
     };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -599,7 +600,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
             command: opts.command.clone(),
             quantization: None,
         },
-        // Temperature 1 until `host-trainer calibrate` fits one on held-out images.
+        // Temperature 1 here; fitted below on the validation split when it is held out.
         calibration: Some(onboard::bundle::Calibration {
             temperature: 1.0,
             class_prior: onboard::bundle::class_prior(&train_set.labels_usize(), classes.len()),
@@ -607,8 +608,20 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         }),
         adaptation: onboard::bundle::Adaptation::default(),
     };
-    let metrics_json = serde_json::to_string_pretty(&report)?;
     staging.write_manifest(&manifest)?;
+    report.calibration = Some(
+        crate::temperature::calibrate(&crate::temperature::CalibrateOptions {
+            bundle: staging.dir.clone(),
+            data: opts.data.clone(),
+            held_out: opts
+                .val_split
+                .clone()
+                .filter(|v| !opts.train_splits.contains(v)),
+            limit: cfg.limit_images,
+        })
+        .context("fitting the softmax temperature")?,
+    );
+    let metrics_json = serde_json::to_string_pretty(&report)?;
     staging.write_text("metrics.json", &metrics_json)?;
     staging.write_text(
         "MODEL_CARD.md",

@@ -18,10 +18,12 @@ pub struct CalibrateOptions {
     pub data: PathBuf,
     /// Held-out labeled split for the temperature; `None` keeps temperature 1.
     pub held_out: Option<String>,
+    /// Use only the first this many held-out images (all when `None`).
+    pub limit: Option<usize>,
 }
 
 /// What was written, with the held-out fit's before/after negative log-likelihood.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalibrateReport {
     /// The section written into the manifest.
     pub temperature: f32,
@@ -78,7 +80,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
         if m.provenance.train_splits.contains(split) {
             bail!("{split}: the bundle was trained on this split, so it is not held out; pass another --held-out split or none");
         }
-        let (logits, truth, skipped) = held_out_logits(bundle, &opts.data, split)?;
+        let (logits, truth, skipped) = held_out_logits(bundle, &opts.data, split, opts.limit)?;
         let t = fit_temperature(&logits, classes, &truth)
             .with_context(|| format!("{split}: cannot fit a temperature (no usable images)"))?;
         report.temperature = t;
@@ -128,14 +130,16 @@ fn split_items(
 }
 
 /// Raw classifier logits (row-major `[images, classes]`), labels and the count of skipped
-/// images for a held-out split, through the onboard pipeline at the default precision.
+/// images for (the first `limit` images of) a held-out split, through the onboard pipeline at the default precision.
 fn held_out_logits(
     bundle: Bundle,
     data: &Path,
     split: &str,
+    limit: Option<usize>,
 ) -> anyhow::Result<(Vec<f32>, Vec<usize>, usize)> {
     let classes = bundle.manifest.classes.len();
-    let items = split_items(data, split, classes)?;
+    let mut items = split_items(data, split, classes)?;
+    items.truncate(limit.unwrap_or(usize::MAX));
     let mut a = onboard::pipeline::Analyzer::new(bundle)?;
     let (mut logits, mut truth, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let bar = crate::progress::bar(items.len() as u64, "held-out logits");

@@ -89,6 +89,21 @@ fn train_export_check_and_eval() {
     )
     .unwrap();
     assert_eq!(saved, opts.config);
+    // The temperature is fitted on the held-out validation images (as many as the run's
+    // image limit) and written with the training prior into the manifest.
+    let cal = report.calibration.as_ref().expect("calibration report");
+    assert_eq!(cal.held_out_images + cal.held_out_skipped, 96);
+    assert!(
+        cal.nll_fitted.unwrap() <= cal.nll_t1.unwrap() + 1e-9,
+        "{cal:?}"
+    );
+    let written = onboard::bundle::Bundle::load(&out)
+        .unwrap()
+        .manifest
+        .calibration
+        .unwrap();
+    assert_eq!(written.fitted_on, "val-calibrated-shuffled.txt");
+    assert_eq!(written.temperature, cal.temperature);
 
     // Int8 graphs, then ONNX checker (full) and ONNX Runtime against tract on a real image for
     // every graph: f32 within 1e-4, int8 within one quantization step.

@@ -117,6 +117,30 @@ fn per_row_weights_and_activation_parameters_round_trip_within_half_a_step() {
 }
 
 #[test]
+fn a_dead_channel_gets_a_scale_whose_bias_and_accumulator_fit_in_i32() {
+    // Channel 0 is dead (weights ~1e-9) with a real bias; channel 1 is ordinary.
+    let w = [1e-9, -1e-9, 0.0, 0.5, -0.25, 1.0];
+    let b = [0.8f32, 0.1];
+    let x_scale = 0.0078125;
+    let products = 3;
+    let min = quantize::bias_safe_scales(&b, x_scale, products).unwrap();
+    let (codes, scales) = quantize::quantize_rows_at_least(&w, 2, &min);
+    // Without the floor: scale 1e-9 / 127 and a bias code of 1e14, far outside i32.
+    assert!(scales[0] >= min[0] && scales[0] > 1e-9 / 127.0);
+    assert_eq!(&codes[..3], &[0, 0, 0], "the dead weights quantize to 0");
+    let acc_max = products as f64 * 255.0 * 127.0;
+    for (bias, s) in b.iter().zip(&scales) {
+        let code = (f64::from(*bias) / (f64::from(x_scale) * f64::from(*s))).round();
+        assert!(code.abs() + acc_max <= f64::from(i32::MAX), "{code}");
+    }
+    // The ordinary channel keeps its max|w| / 127 scale and full code range.
+    assert_eq!(scales[1], 1.0 / 127.0);
+    assert_eq!(codes[5], 127);
+    assert!(quantize::bias_safe_scales(&b, x_scale, 40_000).is_err());
+    assert!(quantize::bias_safe_scales(&b, 0.0, 3).is_err());
+}
+
+#[test]
 fn integer_graph_uses_integer_ops_and_stays_close_to_f32() {
     let model = synthetic();
     let calib = inputs(1, 32);

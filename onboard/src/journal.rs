@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::adapt::{AdaptState, StreamAdapter};
 use crate::pipeline::Analysis;
 
 /// What happened to one image.
@@ -37,15 +38,22 @@ pub enum Record {
         /// File name.
         file: String,
     },
+    /// The stream adaptation's whole state after every adapted record before it (written at
+    /// the end of a pass and on compaction; later adapted records are replayed onto it).
+    Adaptation {
+        /// The state.
+        state: AdaptState,
+    },
 }
 
 impl Record {
-    /// The file the record is about.
-    pub fn file(&self) -> &str {
+    /// The file the record is about (none for [`Record::Adaptation`]).
+    pub fn file(&self) -> Option<&str> {
         match self {
             Record::Analysed { file, .. }
             | Record::Skipped { file, .. }
-            | Record::Downlinked { file } => file,
+            | Record::Downlinked { file } => Some(file),
+            Record::Adaptation { .. } => None,
         }
     }
 }
@@ -71,6 +79,14 @@ pub enum JournalError {
         /// 1-based line.
         line: usize,
         /// Parser message.
+        message: String,
+    },
+    /// The stream adaptation the journal holds cannot be resumed by this run.
+    #[error("{path}: cannot resume the stream adaptation: {message}; use a new journal for this bundle and precision, or run with --adapt off")]
+    Adaptation {
+        /// Journal path.
+        path: PathBuf,
+        /// What does not fit.
         message: String,
     },
 }
@@ -190,10 +206,11 @@ impl Journal {
         let mut pos: HashMap<&str, usize> = HashMap::new();
         let mut out: Vec<&Record> = Vec::new();
         for r in &self.records {
-            match pos.get(r.file()) {
+            let Some(file) = r.file() else { continue };
+            match pos.get(file) {
                 Some(&i) => out[i] = r,
                 None => {
-                    pos.insert(r.file(), out.len());
+                    pos.insert(file, out.len());
                     out.push(r);
                 }
             }
@@ -201,10 +218,37 @@ impl Journal {
         out
     }
 
-    /// Rewrites the journal with only the latest record of each file (synced temporary file,
-    /// atomic rename, synced folder); on failure the old journal is untouched.
-    pub fn compact(&mut self) -> Result<(), JournalError> {
-        let latest: Vec<Record> = self.latest().into_iter().cloned().collect();
+    /// What rebuilds the stream adaptation: the last saved state, if any, and the analyses
+    /// adapted after it, in order (their latents and calibrated probabilities replay onto it).
+    pub fn adaptation(&self) -> (Option<&AdaptState>, Vec<&Analysis>) {
+        let start = self
+            .records
+            .iter()
+            .rposition(|r| matches!(r, Record::Adaptation { .. }));
+        let state = start.and_then(|i| match &self.records[i] {
+            Record::Adaptation { state } => Some(state),
+            _ => None,
+        });
+        let after = start.map_or(0, |i| i + 1);
+        let replay = self.records[after..]
+            .iter()
+            .filter_map(|r| match r {
+                Record::Analysed { analysis, .. } if analysis.calibrated_probs.is_some() => {
+                    Some(analysis)
+                }
+                _ => None,
+            })
+            .collect();
+        (state, replay)
+    }
+
+    /// Rewrites the journal with only the latest record of each file and, last, `adaptation`
+    /// (the stream adaptation's current state, when there is one: the caller rebuilds it from
+    /// [`Self::adaptation`] first) (synced temporary file, atomic rename, synced folder); on
+    /// failure the old journal is untouched.
+    pub fn compact(&mut self, adaptation: Option<AdaptState>) -> Result<(), JournalError> {
+        let mut latest: Vec<Record> = self.latest().into_iter().cloned().collect();
+        latest.extend(adaptation.map(|state| Record::Adaptation { state }));
         let mut text = Vec::new();
         for r in &latest {
             text.extend(serde_json::to_vec(r).unwrap_or_default());
@@ -231,6 +275,39 @@ impl Journal {
         self.file = file;
         self.records = latest;
         Ok(())
+    }
+}
+
+impl Journal {
+    /// Rebuilds the stream adaptation the journal holds: `ground` (the bundle's ground state)
+    /// with the last saved state put back and the adapted analyses after it replayed, so it
+    /// stands exactly where the last synced image left it. `None` when the journal holds no
+    /// adaptation (no saved state, no adapted analysis). `model` is the run's
+    /// [`crate::pipeline::Analyzer::fingerprint`]: a state of another bundle or precision is
+    /// an error.
+    pub fn resume_adaptation(
+        &self,
+        mut ground: StreamAdapter,
+        model: &str,
+    ) -> Result<Option<StreamAdapter>, JournalError> {
+        let (state, replay) = self.adaptation();
+        if state.is_none() && replay.is_empty() {
+            return Ok(None);
+        }
+        let fail = |message: String| JournalError::Adaptation {
+            path: self.path.clone(),
+            message,
+        };
+        if let Some(s) = state {
+            ground.restore(s, model).map_err(|e| fail(e.to_string()))?;
+        }
+        for a in replay {
+            let probs = a.calibrated_probs.as_deref().unwrap_or_default();
+            ground
+                .replay(&a.latent, probs)
+                .map_err(|e| fail(format!("an adapted record does not replay: {e}")))?;
+        }
+        Ok(Some(ground))
     }
 }
 

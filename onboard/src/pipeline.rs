@@ -23,8 +23,13 @@ pub struct Analysis {
     pub class: usize,
     /// Softmax probability of the predicted class.
     pub confidence: f32,
-    /// Softmax probabilities of every class.
+    /// Probabilities of every class (adapted to the stream's class prior when adaptation is
+    /// on).
     pub probs: Vec<f32>,
+    /// With adaptation on: the calibrated probabilities before the class-prior adaptation,
+    /// kept so the journal can rebuild the adapter's state ([`crate::adapt::StreamAdapter::replay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_probs: Option<Vec<f32>>,
     /// Image-quality flags of the decoded image.
     pub quality: QualityFlags,
 }
@@ -113,25 +118,30 @@ impl Analyzer {
 
     /// Analyses one image file: [`Self::load_input`], [`Self::encode`], [`Self::place`],
     /// [`Self::classify`].
-    /// With adaptation on ([`Self::set_adaptation`]) the placement is against the adapted
+    /// With adaptation on ([`Self::set_adapter`]) the placement is against the adapted
     /// centroids and the probabilities are adapted to the stream's class prior, and both then
     /// adapt to this image.
     pub fn analyze_file(&mut self, path: &Path) -> Result<Analysis, AnalyzeError> {
         let quality = self.load_input(path)?;
         self.encode()?;
-        let (p, (class, confidence)) = match self.adapter.as_mut() {
+        // Everything that can fail runs before the adapter changes, so an image either
+        // adapts fully (and its analysis says so) or not at all.
+        let (mut class, mut confidence) = self.classify()?;
+        let (p, calibrated_probs) = match self.adapter.as_mut() {
             Some(adapter) => {
+                let calibrated = self.logits.clone();
                 let a = adapter.arrive(&self.latent)?;
+                adapter.adapt_probs(&mut self.logits)?;
+                (class, confidence) =
+                    decide::argmax(&self.logits).ok_or(AnalyzeError::NonFinite)?;
                 let p = Placement {
                     cluster: a.cluster,
                     distance: a.distance,
                     novelty: a.novelty,
                 };
-                self.run_classifier()?;
-                self.softmax()?;
-                (p, self.adapt_probs()?)
+                (p, Some(calibrated))
             }
-            None => (self.place()?, self.classify()?),
+            None => (self.place()?, None),
         };
         Ok(Analysis {
             latent: self.latent.clone(),
@@ -141,6 +151,7 @@ impl Analyzer {
             class,
             confidence,
             probs: self.logits.clone(),
+            calibrated_probs,
             quality,
         })
     }
@@ -241,15 +252,9 @@ impl Analyzer {
         decide::softmax_argmax(&mut self.logits).ok_or(AnalyzeError::NonFinite)
     }
 
-    /// Turns stream adaptation on (from the bundle's ground state) or off. Errors when the
-    /// bundle's adaptation settings cannot start an adapter.
-    pub fn set_adaptation(&mut self, on: bool) -> Result<(), AnalyzeError> {
-        self.adapter = if on {
-            Some(StreamAdapter::new(&self.bundle)?)
-        } else {
-            None
-        };
-        Ok(())
+    /// Sets the stream adapter (adaptation on, from the adapter's state) or removes it (off).
+    pub fn set_adapter(&mut self, adapter: Option<StreamAdapter>) {
+        self.adapter = adapter;
     }
 
     /// The stream adapter, when adaptation is on.
@@ -257,23 +262,15 @@ impl Analyzer {
         self.adapter.as_ref()
     }
 
-    /// Adapts the probabilities in the logits buffer (after [`Self::softmax`]) to the stream's
-    /// class prior when adaptation is on; returns the arg-max class and its probability.
-    pub fn adapt_probs(&mut self) -> Result<(usize, f32), AnalyzeError> {
-        if let Some(a) = self.adapter.as_mut() {
-            a.adapt_probs(&mut self.logits)?;
-        }
-        let mut best = (0usize, f32::NEG_INFINITY);
-        for (i, &v) in self.logits.iter().enumerate() {
-            if v > best.1 {
-                best = (i, v);
-            }
-        }
-        if best.1.is_finite() {
-            Ok(best)
-        } else {
-            Err(AnalyzeError::NonFinite)
-        }
+    /// Names the bundle and precision this analyzer runs: `PRECISION:` and the first 16 hex
+    /// digits of the sha256 of the manifest as loaded (graph hashes, centroids, calibration and
+    /// adaptation settings included). A saved adaptation state is only valid for the same one.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let manifest = serde_json::to_vec(&self.bundle.manifest).unwrap_or_default();
+        let digest = Sha256::digest(&manifest);
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{hex}", self.precision.name())
     }
 }
 

@@ -409,6 +409,8 @@ fn downlink_bench_on_real_validation_images() {
     ]));
     assert_eq!(doc["items"], 4 * pass);
     assert_eq!(doc["passes"], 4);
+    // The bundle's manifest turns adaptation on unless --adapt off.
+    assert_eq!(doc["adapt"], "on");
     let ratio = |p: &str| doc["policies"][p]["value_ratio"].as_f64().unwrap();
     assert_eq!(ratio("oracle"), 1.0);
     for p in ["onboard", "fifo", "random"] {
@@ -539,7 +541,7 @@ fn bad_corpus_is_skipped_with_reasons_and_the_pass_goes_on() {
 }
 
 #[test]
-fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
+fn sigkill_mid_pass_loses_and_duplicates_no_decision_and_the_adaptation_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
     std::fs::create_dir(&images).unwrap();
@@ -553,7 +555,7 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
     };
     // Under an emulator each image costs far more: fewer images still leave the pass unfinished
     // at the kill.
-    let (n, at_kill) = (scaled(800, 40), scaled(40, 8));
+    let (n, at_kill) = (scaled(800, 24), scaled(40, 8));
     for i in 0..n {
         std::os::unix::fs::symlink(
             &fixtures[i % fixtures.len()],
@@ -563,15 +565,18 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
     }
     std::fs::write(images.join("zz_empty.JPG"), b"").unwrap();
     let journal = tmp.path().join("decisions.jsonl");
-    let args = [
-        "prioritize",
-        images.to_str().unwrap(),
-        "--journal",
-        journal.to_str().unwrap(),
-        "--json",
-    ];
+    let pass = |journal: &Path| {
+        [
+            "prioritize".to_string(),
+            images.to_str().unwrap().to_string(),
+            "--journal".to_string(),
+            journal.to_str().unwrap().to_string(),
+            "--json".to_string(),
+        ]
+    };
+    let args = pass(&journal);
     let mut child = onboard_cmd()
-        .args(args)
+        .args(&args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -597,17 +602,22 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
         "journal had {before} records at the kill"
     );
 
-    let doc = json(&onboard(&args));
+    fn argv(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    let doc = json(&onboard(&argv(&args)));
     let text = std::fs::read_to_string(&journal).unwrap();
-    let files: Vec<String> = text
+    let records: Vec<serde_json::Value> = text
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["file"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let files: Vec<String> = records
+        .iter()
+        .filter_map(|r| r["file"].as_str().map(str::to_string))
+        .collect();
+    // The pass ends with the adaptation state (the bundle adapts by default).
+    assert_eq!(records.len(), files.len() + 1);
+    assert_eq!(records.last().unwrap()["status"], "adaptation");
     let unique: std::collections::BTreeSet<&String> = files.iter().collect();
     assert_eq!(
         files.len(),
@@ -619,6 +629,25 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision() {
     assert_eq!(unique.len(), n + 1, "a decision was duplicated");
     assert_eq!(doc["plan"].as_array().unwrap().len(), n);
     assert_eq!(doc["skipped"].as_array().unwrap().len(), 1);
+    // Resumed after the kill, the pass ends exactly where an uninterrupted pass does: the same
+    // analyses (adapted to the same stream state image by image) and the same final state,
+    // byte for byte.
+    let whole = tmp.path().join("uninterrupted.jsonl");
+    json(&onboard(&argv(&pass(&whole))));
+    assert!(
+        std::fs::read_to_string(&whole).unwrap() == text,
+        "the resumed journal differs from an uninterrupted pass's"
+    );
+    // The state belongs to this bundle and precision: another precision refuses it.
+    let mut other = argv(&args);
+    other.extend(["--precision", "int8"]);
+    let out = onboard(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot resume the stream adaptation: it belongs to model f32:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -717,7 +746,8 @@ fn read_only_journal_is_a_clear_error_and_keeps_the_last_good_state() {
         String::from_utf8_lossy(&first.stderr)
     );
     let good = std::fs::read(&journal).unwrap();
-    assert_eq!(String::from_utf8_lossy(&good).lines().count(), 3);
+    // Three images and the pass's adaptation state.
+    assert_eq!(String::from_utf8_lossy(&good).lines().count(), 4);
 
     let late = &pass[3];
     std::fs::copy(late, images.join(late.file_name().unwrap())).unwrap();

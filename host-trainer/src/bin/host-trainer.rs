@@ -248,6 +248,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         bundle: a.bundle,
         data: a.data,
         held_out: (a.held_out != "none").then_some(a.held_out),
+        limit: None,
     };
     let r = temperature::calibrate(&opts)?;
     if a.json {

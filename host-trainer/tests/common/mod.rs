@@ -28,8 +28,26 @@ pub struct Int8Check {
     pub step: f32,
     /// Largest |tract int8 - tract f32| over the output.
     pub quantization_error: f32,
-    /// `(node, op, output dtype, max |ORT - tract|)` with each node run on tract's inputs.
-    pub ops: Vec<(String, String, String, f64)>,
+    /// Every node run alone on tract's inputs.
+    pub ops: Vec<OpCheck>,
+}
+
+/// One node of an int8 graph, run alone on tract's values of its inputs.
+#[derive(Debug)]
+pub struct OpCheck {
+    /// Node name.
+    pub node: String,
+    /// ONNX op type.
+    pub op: String,
+    /// Output type (`u8`, `i8`, `i32`, `f32`).
+    pub dtype: String,
+    /// Largest |ONNX Runtime - tract| (codes for integer outputs).
+    pub ort_vs_tract: f64,
+    /// Largest |tract - the ONNX definition| where `scripts/check_int8_ops.py` computes the
+    /// definition (QLinearConv, MatMulInteger).
+    pub tract_vs_definition: Option<f64>,
+    /// Largest |ONNX Runtime - the ONNX definition|, likewise.
+    pub ort_vs_definition: Option<f64>,
 }
 
 /// Runs `scripts/check_onnx.py` (ONNX checker with full check, then ONNX Runtime) on every graph
@@ -129,21 +147,21 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Asserts ONNX Runtime agrees with tract: a float-compute graph within `f32_tolerance`; an
-/// int8 graph op by op within one code (integer outputs) or 1e-5 (float outputs), and end to
-/// end (where single-code rounding differences compound through the layers) by no more than
-/// its own quantization error, or one output step when that is larger.
+/// int8 graph op by op ([`assert_op_agrees`]: tract within one code of the ONNX definition, and
+/// of ONNX Runtime), and end to end (where single-code rounding differences compound through
+/// the layers) by no more than its own quantization error, or one output step when that is
+/// larger; the end-to-end comparison is left out where ONNX Runtime departs from the
+/// definition on this CPU.
 pub fn assert_agree(diffs: &[GraphDiff], f32_tolerance: f32) {
     for d in diffs {
         let tol = match &d.int8 {
             None => f32_tolerance,
             Some(q) => {
-                for (node, op, dtype, diff) in &q.ops {
-                    let allowed = if dtype == "f32" { 1e-5 } else { 1.0 };
-                    assert!(
-                        *diff <= allowed,
-                        "{} node {node} ({op} -> {dtype}): ONNX Runtime vs tract differ by {diff} (allowed {allowed})",
-                        d.file
-                    );
+                let exact: Vec<bool> = q.ops.iter().map(|o| assert_op_agrees(&d.file, o)).collect();
+                if exact.contains(&false) {
+                    // ONNX Runtime is not a reference on this CPU (see assert_op_agrees); tract
+                    // was held to the definition node by node instead.
+                    continue;
                 }
                 q.step.max(q.quantization_error)
             }
@@ -156,6 +174,45 @@ pub fn assert_agree(diffs: &[GraphDiff], f32_tolerance: f32) {
             d.max_diff
         );
     }
+}
+
+/// Asserts one node of an int8 graph: tract within one code of the ONNX definition (where the
+/// script computes it), and ONNX Runtime within one code of tract (1e-5 for float outputs).
+/// ONNX Runtime's x86 u8 x s8 kernels without VNNI (AVX2) add pairs of products in 16 bits with
+/// saturation, so on such a CPU it can itself depart from the definition: then the node is held
+/// to the definition alone, a note is printed, and `false` is returned.
+fn assert_op_agrees(file: &str, o: &OpCheck) -> bool {
+    let int = o.dtype != "f32";
+    if let (true, Some(t)) = (int, o.tract_vs_definition) {
+        assert!(
+            t <= 1.0,
+            "{file} node {} ({} -> {}): tract differs from the ONNX definition by {t} codes (ONNX Runtime: {:?} from the definition, {} from tract)",
+            o.node,
+            o.op,
+            o.dtype,
+            o.ort_vs_definition,
+            o.ort_vs_tract
+        );
+    }
+    if let (true, Some(e)) = (int, o.ort_vs_definition.filter(|e| *e > 1.0)) {
+        eprintln!(
+            "note: {file} node {} ({}): ONNX Runtime differs from the ONNX definition by {e} codes on this CPU (u8 x s8 without VNNI saturates); tract is within {} of it",
+            o.node,
+            o.op,
+            o.tract_vs_definition.unwrap_or(0.0)
+        );
+        return false;
+    }
+    let allowed = if int { 1.0 } else { 1e-5 };
+    assert!(
+        o.ort_vs_tract <= allowed,
+        "{file} node {} ({} -> {}): ONNX Runtime vs tract differ by {} (allowed {allowed})",
+        o.node,
+        o.op,
+        o.dtype,
+        o.ort_vs_tract
+    );
+    true
 }
 
 #[allow(
@@ -188,17 +245,12 @@ pub fn quantize_small(dir: &Path, data: &Path) {
 /// Largest difference per node between ONNX Runtime and tract on the int8 graph at `model`
 /// (input `x` of shape `shape`): tract's value of every tensor is dumped, then
 /// `scripts/check_int8_ops.py` runs each node alone in ONNX Runtime on tract's inputs.
-/// Returns `(node, op, output dtype, max |ORT - tract|)`, in codes for integer outputs.
+/// Returns every node's differences, in codes for integer outputs.
 #[allow(
     dead_code,
     reason = "each test crate compiles this module; not all use every helper"
 )]
-pub fn int8_ops_vs_tract(
-    model: &Path,
-    shape: &[usize],
-    x: &[f32],
-    scratch: &Path,
-) -> Vec<(String, String, String, f64)> {
+pub fn int8_ops_vs_tract(model: &Path, shape: &[usize], x: &[f32], scratch: &Path) -> Vec<OpCheck> {
     use tract_onnx::prelude::*;
     let bytes = std::fs::read(model).unwrap();
     let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
@@ -237,13 +289,13 @@ pub fn int8_ops_vs_tract(
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| {
-            (
-                n["node"].as_str().unwrap().to_string(),
-                n["op"].as_str().unwrap().to_string(),
-                n["dtype"].as_str().unwrap().to_string(),
-                n["max_diff"].as_f64().unwrap(),
-            )
+        .map(|n| OpCheck {
+            node: n["node"].as_str().unwrap().to_string(),
+            op: n["op"].as_str().unwrap().to_string(),
+            dtype: n["dtype"].as_str().unwrap().to_string(),
+            ort_vs_tract: n["max_diff"].as_f64().unwrap(),
+            tract_vs_definition: n["tract_vs_definition"].as_f64(),
+            ort_vs_definition: n["ort_vs_definition"].as_f64(),
         })
         .collect()
 }

@@ -75,6 +75,21 @@ pub fn softmax_argmax(logits: &mut [f32]) -> Option<(usize, f32)> {
     Some(best)
 }
 
+/// Index and value of the largest entry of `v`, or `None` when it is empty or its largest entry
+/// is not finite (a NaN anywhere counts as not finite).
+pub fn argmax(v: &[f32]) -> Option<(usize, f32)> {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, &x) in v.iter().enumerate() {
+        if x.is_nan() {
+            return None;
+        }
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.1.is_finite().then_some(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +115,13 @@ mod tests {
         let (i, p) = softmax_argmax(&mut l).unwrap();
         assert_eq!(i, 0);
         assert!((p - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_largest_and_refuses_nan_and_empty() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), Some((1, 0.7)));
+        assert_eq!(argmax(&[]), None);
+        assert_eq!(argmax(&[0.5, f32::NAN, 0.9]), None);
+        assert_eq!(argmax(&[0.5, f32::INFINITY]), None);
     }
 }

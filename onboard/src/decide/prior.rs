@@ -143,6 +143,66 @@ impl<const CAP: usize> PriorAdapter<CAP> {
         self.len == 0
     }
 
+    /// The window as stored: `len()` posteriors in ring-slot order (not arrival order) and
+    /// the slot the next posterior goes to. With [`Self::prior`] this is the adapter's whole
+    /// state; [`Self::restore`] puts it back bit for bit, so EM sums in the same order.
+    pub fn ring(&self) -> (impl Iterator<Item = &[f32]> + '_, usize) {
+        let c = self.classes;
+        (
+            self.window[..self.len].iter().map(move |p| &p[..c]),
+            self.next,
+        )
+    }
+
+    /// Puts back a state read with [`Self::prior`] and [`Self::ring`] from an adapter of the
+    /// same classes and window: `rows` holds the ring's posteriors row-major
+    /// `[rows, classes]`, in ring-slot order. On error nothing changes.
+    ///
+    /// Errors: rows not a whole number of posteriors ([`DecideError::LengthMismatch`]); more
+    /// rows than the window ([`DecideError::Capacity`]); a `next` slot that does not follow
+    /// from the row count, a prior that is not a distribution above the floor, or a row that is
+    /// not a distribution ([`DecideError::Invalid`]).
+    pub fn restore(&mut self, prior: &[f32], rows: &[f32], next: usize) -> Result<(), DecideError> {
+        let c = self.classes;
+        let w = self.config.window;
+        if prior.len() != c {
+            return Err(invalid(c, prior.len()));
+        }
+        if !rows.len().is_multiple_of(c) {
+            return Err(invalid(rows.len().next_multiple_of(c), rows.len()));
+        }
+        let floor = self.config.floor / c as f32;
+        if !is_distribution(prior, floor * 0.999) {
+            return Err(DecideError::Invalid(
+                "adapted prior (must be a distribution above the floor)",
+            ));
+        }
+        let len = rows.len() / c;
+        if len > w {
+            return Err(DecideError::Capacity {
+                capacity: w,
+                got: len,
+            });
+        }
+        if next >= w || (len < w && next != len) {
+            return Err(DecideError::Invalid(
+                "window slot (does not follow the row count)",
+            ));
+        }
+        if !rows.chunks_exact(c).all(|r| is_distribution(r, 0.0)) {
+            return Err(DecideError::Invalid(
+                "window posterior (must be a distribution)",
+            ));
+        }
+        for (slot, row) in self.window.iter_mut().zip(rows.chunks_exact(c)) {
+            slot[..c].copy_from_slice(row);
+        }
+        self.prior[..c].copy_from_slice(prior);
+        self.len = len;
+        self.next = next;
+        Ok(())
+    }
+
     /// Adds `posterior` (the classifier's calibrated probabilities for one image, one per
     /// class, non-negative and finite) to the window, dropping the oldest once the window is
     /// full, re-estimates the prior by EM over the window, and rewrites `posterior` in place
@@ -254,6 +314,12 @@ fn floor_normalize(m: &mut [f32], floor: f32) {
     for (v, f) in m.iter_mut().zip(&fixed) {
         *v = if *f { floor } else { *v * scale };
     }
+}
+
+/// Whether every entry of `p` is finite and at least `min`, and they sum to 1 within 1e-3.
+fn is_distribution(p: &[f32], min: f32) -> bool {
+    let sum: f32 = p.iter().sum();
+    p.iter().all(|v| v.is_finite() && *v >= min) && (sum - 1.0).abs() <= 1e-3
 }
 
 /// `out = p * ratio`, normalized; `p` itself where every product is 0.

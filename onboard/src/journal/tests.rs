@@ -13,6 +13,7 @@ fn analysed(file: &str) -> Record {
             class: 2,
             confidence: 0.9,
             probs: vec![0.05, 0.05, 0.9],
+            calibrated_probs: None,
             quality: QualityFlags::default(),
         },
     }
@@ -46,7 +47,7 @@ fn records_survive_reopen_and_a_torn_tail_is_dropped() {
     .unwrap();
     let j = Journal::open(&p).unwrap();
     assert_eq!(j.records().len(), 3);
-    let latest: Vec<&str> = j.latest().iter().map(|r| r.file()).collect();
+    let latest: Vec<&str> = j.latest().iter().filter_map(|r| r.file()).collect();
     assert_eq!(latest, ["a.JPG", "b.JPG"]);
     assert!(matches!(j.latest()[0], Record::Downlinked { .. }));
 }
@@ -71,14 +72,14 @@ fn compaction_keeps_the_latest_record_per_file() {
         file: "a.JPG".into(),
     })
     .unwrap();
-    j.compact().unwrap();
+    j.compact(None).unwrap();
     j.append(Record::Skipped {
         file: "c.JPG".into(),
         reason: "x".into(),
     })
     .unwrap();
     let back = Journal::open(&p).unwrap();
-    let files: Vec<&str> = back.records().iter().map(|r| r.file()).collect();
+    let files: Vec<&str> = back.records().iter().filter_map(|r| r.file()).collect();
     assert_eq!(files, ["a.JPG", "b.JPG", "c.JPG"]);
     assert!(matches!(back.records()[0], Record::Downlinked { .. }));
 }
@@ -100,4 +101,120 @@ fn a_full_disk_is_a_clear_error_and_special_files_are_refused() {
     assert!(err.contains("/dev/full: cannot"), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert!(j.records().is_empty());
+}
+
+/// A ground adapter of 2 clusters in 2 dimensions and 3 classes.
+fn ground() -> StreamAdapter {
+    use crate::decide::ClusterStats;
+    let stats = vec![
+        ClusterStats {
+            mean: 0.5,
+            std: 0.2
+        };
+        2
+    ];
+    StreamAdapter::from_parts(
+        Some(&[0.5, 0.3, 0.2]),
+        &crate::bundle::Adaptation {
+            prior_window: 3,
+            centroid_prior_count: 2.0,
+            ..Default::default()
+        },
+        vec![0.0, 0.0, 1.0, 1.0],
+        stats,
+    )
+    .unwrap()
+}
+
+/// Image `i` of a small stream: an adapted analysis (through `live`) as a journal record.
+fn adapted(live: &mut StreamAdapter, i: usize) -> Record {
+    let latent = vec![0.1 * i as f32, 1.0 - 0.15 * i as f32];
+    let calibrated = vec![
+        0.2,
+        0.3 + 0.05 * (i % 3) as f32,
+        0.5 - 0.05 * (i % 3) as f32,
+    ];
+    let a = live.arrive(&latent).unwrap();
+    let mut probs = calibrated.clone();
+    live.adapt_probs(&mut probs).unwrap();
+    Record::Analysed {
+        file: format!("{i}.JPG"),
+        bytes: 100,
+        analysis: Analysis {
+            latent,
+            cluster: a.cluster,
+            distance: a.distance,
+            novelty: a.novelty,
+            class: 0,
+            confidence: probs[0],
+            probs,
+            calibrated_probs: Some(calibrated),
+            quality: QualityFlags::default(),
+        },
+    }
+}
+
+#[test]
+fn the_adaptation_resumes_where_the_last_record_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("j.jsonl");
+    let mut j = Journal::open(&p).unwrap();
+    assert!(j.resume_adaptation(ground(), "m").unwrap().is_none());
+    let mut live = ground();
+    for i in 0..3 {
+        j.append(adapted(&mut live, i)).unwrap();
+    }
+    j.append(Record::Adaptation {
+        state: live.state("m"),
+    })
+    .unwrap();
+    // Unadapted records (adaptation off) do not replay.
+    j.append(analysed("off.JPG")).unwrap();
+    for i in 3..7 {
+        j.append(adapted(&mut live, i)).unwrap();
+    }
+    let j = Journal::open(&p).unwrap();
+    let (state, replay) = j.adaptation();
+    assert_eq!(state.unwrap().images, 3);
+    assert_eq!(replay.len(), 4);
+    let resumed = j.resume_adaptation(ground(), "m").unwrap().unwrap();
+    assert_eq!(resumed.state("m"), live.state("m"));
+    assert_eq!(live.images(), 7);
+    let err = j
+        .resume_adaptation(ground(), "other")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("j.jsonl: cannot resume the stream adaptation"),
+        "{err}"
+    );
+    assert!(err.contains("belongs to model m, not other"), "{err}");
+}
+
+#[test]
+fn compaction_keeps_the_adaptation_state_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("j.jsonl");
+    let mut j = Journal::open(&p).unwrap();
+    let mut live = ground();
+    for i in 0..4 {
+        j.append(adapted(&mut live, i)).unwrap();
+    }
+    j.append(Record::Downlinked {
+        file: "1.JPG".into(),
+    })
+    .unwrap();
+    let state = j
+        .resume_adaptation(ground(), "m")
+        .unwrap()
+        .unwrap()
+        .state("m");
+    assert_eq!(state, live.state("m"));
+    j.compact(Some(state)).unwrap();
+    let back = Journal::open(&p).unwrap();
+    assert_eq!(back.records().len(), 5);
+    assert!(matches!(back.records()[4], Record::Adaptation { .. }));
+    assert!(back.adaptation().1.is_empty());
+    let resumed = back.resume_adaptation(ground(), "m").unwrap().unwrap();
+    assert_eq!(resumed.state("m"), live.state("m"));
 }

@@ -25,6 +25,9 @@ pub struct Args {
     budget_fraction: f64,
     #[command(flatten)]
     model: crate::ModelArgs,
+    /// For the onboard policy: images adapt in the labels file's order.
+    #[command(flatten)]
+    adapt: crate::AdaptArgs,
     /// Print compact JSON (the default is pretty-printed).
     #[arg(long)]
     json: bool,
@@ -42,6 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let model = args.model.dir();
     let mut analyzer = args.model.load()?;
+    let adapt = args.adapt.apply(&mut analyzer, &model)?;
     let (values_f32, planner) =
         crate::prioritize::values_and_planner(&analyzer, Some(&args.values))?;
     let values: Vec<f64> = values_f32.iter().map(|&v| f64::from(v)).collect();
@@ -152,6 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "policies": policies,
         "model": model.display().to_string(),
         "precision": analyzer.precision.name(),
+        "adapt": if adapt { "on" } else { "off" },
         "labels": args.split.labels.display().to_string(),
         "values": args.values.display().to_string(),
         "items": items.len(),

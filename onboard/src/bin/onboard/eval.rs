@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use onboard::metrics;
 
 #[derive(Debug, clap::Args)]
@@ -9,11 +9,10 @@ pub struct Args {
     split: crate::SplitArgs,
     #[command(flatten)]
     model: crate::ModelArgs,
-    /// Adapt to the stream (class prior, centroids) in the labels file's order, each image
-    /// using only the images before it and itself, as on the rover (default: the bundle's
-    /// `adaptation.default_on`). Cluster metrics use each image's cluster as it arrived.
-    #[arg(long, value_enum)]
-    adapt: Option<crate::Adapt>,
+    /// Images come in the labels file's order; cluster metrics use each image's cluster as
+    /// it arrived.
+    #[command(flatten)]
+    adapt: crate::AdaptArgs,
     /// Print only the JSON object (no summary on stderr).
     #[arg(long)]
     json: bool,
@@ -22,10 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = args.model.dir();
     let mut analyzer = args.model.load()?;
-    let adapt = crate::Adapt::resolve(args.adapt, &analyzer.bundle);
-    analyzer
-        .set_adaptation(adapt)
-        .with_context(|| format!("{}: cannot start the stream adaptation", model.display()))?;
+    let adapt = args.adapt.apply(&mut analyzer, &model)?;
     let items = onboard::labels::read_labels(&args.split.labels)?;
     let classes: Vec<String> = analyzer
         .bundle

@@ -59,13 +59,74 @@ pub enum Adapt {
     Off,
 }
 
-impl Adapt {
+/// `--adapt on|off` of the commands that analyse a stream of images.
+#[derive(Debug, clap::Args)]
+pub struct AdaptArgs {
+    /// Adapt to the image stream (class prior, centroids) in the order the images come, each
+    /// image using only the images before it and itself, as on the rover (default: the
+    /// bundle's `adaptation.default_on`).
+    #[arg(long, value_enum)]
+    pub adapt: Option<Adapt>,
+    /// Override the bundle's `adaptation.prior_window`: recent images the class-prior EM runs
+    /// over (for measuring settings; a journal's state is tied to the settings it ran with).
+    #[arg(long, value_name = "IMAGES")]
+    pub prior_window: Option<usize>,
+    /// Override the bundle's `adaptation.centroid_prior_count`: images each ground centroid
+    /// counts as holding (the larger, the slower the centroids move).
+    #[arg(long, value_name = "IMAGES")]
+    pub centroid_prior_count: Option<f32>,
+}
+
+impl AdaptArgs {
     /// `--adapt` if given, else the bundle manifest's `adaptation.default_on`.
-    pub fn resolve(flag: Option<Adapt>, bundle: &onboard::bundle::Bundle) -> bool {
-        match flag {
+    pub fn on(&self, bundle: &onboard::bundle::Bundle) -> bool {
+        match self.adapt {
             Some(a) => a == Adapt::On,
             None => bundle.manifest.adaptation.default_on,
         }
+    }
+
+    /// The ground adapter of `analyzer`'s bundle (its ground centroids and training prior),
+    /// after the overrides of the adaptation settings are written into the loaded manifest;
+    /// the bundle folder `model` is named in the error.
+    pub fn ground(
+        &self,
+        analyzer: &mut onboard::pipeline::Analyzer,
+        model: &std::path::Path,
+    ) -> anyhow::Result<onboard::adapt::StreamAdapter> {
+        use anyhow::Context;
+        let a = &mut analyzer.bundle.manifest.adaptation;
+        if let Some(w) = self.prior_window {
+            a.prior_window = w;
+        }
+        if let Some(n) = self.centroid_prior_count {
+            a.centroid_prior_count = n;
+        }
+        a.validate()
+            .map_err(|e| anyhow::anyhow!("--prior-window/--centroid-prior-count: {e}"))?;
+        onboard::adapt::StreamAdapter::new(&analyzer.bundle).with_context(|| {
+            format!(
+                "{}: cannot start the stream adaptation (fix the manifest's adaptation or calibration section, or pass --adapt off)",
+                model.display()
+            )
+        })
+    }
+
+    /// Turns adaptation on (from the bundle's ground state) or off as resolved by
+    /// [`Self::on`]; returns whether it is on.
+    pub fn apply(
+        &self,
+        analyzer: &mut onboard::pipeline::Analyzer,
+        model: &std::path::Path,
+    ) -> anyhow::Result<bool> {
+        let on = self.on(&analyzer.bundle);
+        let adapter = if on {
+            Some(self.ground(analyzer, model)?)
+        } else {
+            None
+        };
+        analyzer.set_adapter(adapter);
+        Ok(on)
     }
 }
 

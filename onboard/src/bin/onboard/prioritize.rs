@@ -2,6 +2,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use onboard::adapt::AdaptState;
 use onboard::decide::Decision;
 use onboard::journal::{Journal, Record};
 use onboard::pipeline::{Analysis, Analyzer};
@@ -34,6 +35,48 @@ pub struct Args {
     /// With --journal: record the selected images as downlinked, so later passes leave them out.
     #[arg(long, requires = "journal")]
     mark_sent: bool,
+    /// Images come in file-name order; with --journal the adaptation carries over from pass to
+    /// pass (and across a crash) through the journal.
+    #[command(flatten)]
+    adapt: crate::AdaptArgs,
+}
+
+/// The stream adaptation a journal pass carries over, which compaction must keep.
+enum Carry {
+    /// Adaptation is on: the analyzer's adapter holds it.
+    Live,
+    /// Adaptation is off: the journal's state as resumed (none when it holds none).
+    Idle(Option<AdaptState>),
+    /// Adaptation is off and the journal's state could not be resumed: the journal is not
+    /// compacted, so the state's records stay as they are.
+    Unreadable,
+}
+
+/// Sets `analyzer`'s adapter for a pass over `journal` and says what the pass carries over:
+/// with adaptation on, the journal's state resumed (the bundle's ground state when it holds
+/// none); with it off, no adapter.
+fn start_adaptation(
+    analyzer: &mut Analyzer,
+    model: &Path,
+    adapt: &crate::AdaptArgs,
+    journal: &Journal,
+) -> anyhow::Result<Carry> {
+    let on = adapt.on(&analyzer.bundle);
+    let ground = adapt.ground(analyzer, model)?;
+    let fingerprint = analyzer.fingerprint();
+    let resumed = journal.resume_adaptation(ground.clone(), &fingerprint);
+    if on {
+        analyzer.set_adapter(Some(resumed?.unwrap_or(ground)));
+        return Ok(Carry::Live);
+    }
+    analyzer.set_adapter(None);
+    Ok(match resumed {
+        Ok(a) => Carry::Idle(a.map(|a| a.state(&fingerprint))),
+        Err(e) => {
+            eprintln!("warning: {e}; the journal is left uncompacted");
+            Carry::Unreadable
+        }
+    })
 }
 
 /// Files directly inside `dir`, sorted by name (symlinks included, folders not).
@@ -128,11 +171,13 @@ fn analyse_with_journal(
     analyzer: &mut Analyzer,
     files: &[PathBuf],
     journal: &mut Journal,
+    carry: Carry,
 ) -> anyhow::Result<(Vec<Analysed>, Skips)> {
+    let adapted_before = analyzer.adapter().map(|a| a.images());
     let known: std::collections::HashSet<String> = journal
         .records()
         .iter()
-        .map(|r| r.file().to_string())
+        .filter_map(|r| r.file().map(str::to_string))
         .collect();
     for path in files {
         let name = path
@@ -154,8 +199,18 @@ fn analyse_with_journal(
         };
         journal.append(record)?;
     }
+    let fingerprint = analyzer.fingerprint();
+    let state = analyzer.adapter().map(|a| a.state(&fingerprint));
+    // Saved at the end of every pass that adapted, so a later pass replays only its own images.
+    if let Some(s) = state.as_ref().filter(|s| Some(s.images) != adapted_before) {
+        journal.append(Record::Adaptation { state: s.clone() })?;
+    }
     if journal.records().len() > 2 * journal.latest().len() + 64 {
-        journal.compact()?;
+        match carry {
+            Carry::Live => journal.compact(state)?,
+            Carry::Idle(idle) => journal.compact(idle)?,
+            Carry::Unreadable => {}
+        }
     }
     let dir_names: std::collections::HashSet<String> = files
         .iter()
@@ -193,8 +248,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let (rows, skipped) = match journal.as_mut() {
-        Some(j) => analyse_with_journal(&mut analyzer, &files, j)?,
-        None => analyse_files(&mut analyzer, &files),
+        Some(j) => {
+            let carry = start_adaptation(&mut analyzer, &model, &args.adapt, j)?;
+            analyse_with_journal(&mut analyzer, &files, j, carry)?
+        }
+        None => {
+            args.adapt.apply(&mut analyzer, &model)?;
+            analyse_files(&mut analyzer, &files)
+        }
     };
     let candidates: Vec<Candidate<'_>> = rows
         .iter()

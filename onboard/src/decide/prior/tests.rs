@@ -209,3 +209,60 @@ fn bad_input_is_refused_and_changes_nothing() {
     }
     assert_eq!((a.prior().to_vec(), a.len()), before);
 }
+
+/// The adapter's state as `(prior, flat ring rows, next slot)`.
+fn state<const CAP: usize>(a: &PriorAdapter<CAP>) -> (Vec<f32>, Vec<f32>, usize) {
+    let (rows, next) = a.ring();
+    (a.prior().to_vec(), rows.flatten().copied().collect(), next)
+}
+
+#[test]
+fn a_restored_state_goes_on_bit_for_bit() {
+    let obs = stream(300, [0.6, 0.3, 0.1]);
+    // Stop at several points: window not yet full, just full, wrapped around.
+    for stop in [5usize, 50, 123] {
+        let mut live = PriorAdapter::<64>::new(&UNIFORM, config(50)).unwrap();
+        for &o in &obs[..stop] {
+            live.observe(&mut posterior(o, UNIFORM)).unwrap();
+        }
+        let (prior, rows, next) = state(&live);
+        let mut resumed = PriorAdapter::<64>::new(&UNIFORM, config(50)).unwrap();
+        resumed.restore(&prior, &rows, next).unwrap();
+        assert_eq!(state(&resumed), state(&live), "stop {stop}");
+        for &o in &obs[stop..stop + 60] {
+            let (mut p, mut q) = (posterior(o, UNIFORM), posterior(o, UNIFORM));
+            live.observe(&mut p).unwrap();
+            resumed.observe(&mut q).unwrap();
+            assert_eq!(p.map(f32::to_bits), q.map(f32::to_bits), "stop {stop}");
+        }
+        assert_eq!(state(&resumed), state(&live), "stop {stop}");
+    }
+}
+
+#[test]
+fn a_bad_state_is_refused_and_changes_nothing() {
+    let mut a = PriorAdapter::<8>::new(&UNIFORM, config(4)).unwrap();
+    for o in [0, 1, 2] {
+        a.observe(&mut posterior(o, UNIFORM)).unwrap();
+    }
+    let before = state(&a);
+    let row = [0.5f32, 0.3, 0.2];
+    let rows = |n: usize| row.repeat(n);
+    let cases: [(&[f32], Vec<f32>, usize); 8] = [
+        (&[0.5, 0.5], rows(1), 1),               // prior of the wrong length
+        (&[0.9, 0.2, 0.1], rows(1), 1),          // prior not summing to 1
+        (&[1.0, 0.0, 0.0], rows(1), 1),          // prior below the floor
+        (&UNIFORM, vec![0.5, 0.5], 1),           // rows not whole posteriors
+        (&UNIFORM, rows(5), 0),                  // more rows than the window
+        (&UNIFORM, rows(2), 3),                  // slot does not follow the count
+        (&UNIFORM, rows(4), 4),                  // slot outside the window
+        (&UNIFORM, vec![f32::NAN, 0.5, 0.5], 1), // row not a distribution
+    ];
+    for (prior, rows, next) in &cases {
+        assert!(
+            a.restore(prior, rows, *next).is_err(),
+            "{prior:?} {rows:?} {next}"
+        );
+        assert_eq!(state(&a), before);
+    }
+}

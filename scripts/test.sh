@@ -40,14 +40,17 @@ fi
 
 step "fmt"
 cargo fmt --all -- --check
+# One feature set for the whole suite (the workspace with onboard's `ort` side-by-side feature),
+# so clippy, the tests, the README command and the ONNX Runtime comparison share one build.
+features=(--features onboard/ort)
 step "clippy"
-cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets "${features[@]}" -- -D warnings
 step "no_std core (thumbv7em-none-eabihf)"
 cargo build -p onboard --no-default-features --target thumbv7em-none-eabihf
 step "tests: build"
-cargo test --release --workspace --no-run
+cargo test --release --workspace "${features[@]}" --no-run
 step "tests: run"
-cargo test --release --workspace
+cargo test --release --workspace "${features[@]}"
 step "aarch64: onboard tests under qemu: build"
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 cargo test --release -p onboard --target aarch64-unknown-linux-gnu --no-run
@@ -73,11 +76,14 @@ if [ -n "${MSL_DATA:-}" ]; then
   done
   rm -rf "$tmp"
 fi
+# The README's `cargo run --release -p onboard -- prioritize ...`, run on the binary the test
+# build made: `cargo run -p onboard` alone resolves other features than the workspace build and
+# would compile tract and its dependencies a second time (about 4 minutes).
+onboard="$CARGO_TARGET_DIR/release/onboard"
 step "README main command"
-cargo run --release -p onboard -- prioritize testdata/pass --budget-bytes 60000 >/dev/null
+"$onboard" prioritize testdata/pass --budget-bytes 60000 >/dev/null
 step "ONNX Runtime side by side (feature ort, the onnxruntime wheel's library)"
-cargo clippy --release -p onboard --features ort --all-targets -- -D warnings
-cargo run --release -p onboard --features ort -- bench --data testdata/pass --limit 8 \
+"$onboard" bench --data testdata/pass --limit 8 \
   --ort-lib "$ORT_DYLIB_PATH" --json > "${TMPDIR:-/tmp}/bench-ort.json"
 python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); o = d["onnxruntime"]; assert d["tract_vs_ort_ratio"] > 0 and o["same_class"] == 1.0, d; print("tract_vs_ort_ratio", round(d["tract_vs_ort_ratio"], 2), "ORT", round(o["model_ms"], 2), "ms, tract", round(o["tract_model_ms"], 2), "ms (alternating pass)", file=sys.stderr)' "${TMPDIR:-/tmp}/bench-ort.json"
 step ""

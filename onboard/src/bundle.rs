@@ -521,9 +521,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file in the same folder and a rename, so
-/// a crash leaves either the old file or the new one, never a torn one.
+/// a crash leaves either the old file or the new one, never a torn one. An existing `path` that
+/// is not a regular file (symlink, device, folder) is refused, not replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a regular file (a link, device or folder); pass a new file path",
+                path.display()
+            )));
+        }
+    }
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?;

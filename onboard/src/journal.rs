@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapt::{AdaptState, StreamAdapter};
 use crate::pipeline::Analysis;
+use lock::JournalLock;
+
+pub mod lock;
 
 /// What happened to one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,14 @@ pub enum JournalError {
         /// Parser message.
         message: String,
     },
+    /// Another process holds the journal's lock.
+    #[error("{path}: the journal is in use by {holder} (lock file {path}.lock); wait for that pass to end, or stop it")]
+    Locked {
+        /// Journal path.
+        path: PathBuf,
+        /// Who holds it (`pid N`).
+        holder: String,
+    },
     /// The stream adaptation the journal holds cannot be resumed by this run.
     #[error("{path}: cannot resume the stream adaptation: {message}; use a new journal for this bundle and precision, or run with --adapt off")]
     Adaptation {
@@ -97,10 +108,12 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     records: Vec<Record>,
+    _lock: JournalLock,
 }
 
 impl Journal {
-    /// Opens (creating) the journal at `path`, dropping a torn last record.
+    /// Opens (creating) the journal at `path`, dropping a torn last record, and holds its
+    /// exclusive lock ([`lock::JournalLock`]) until dropped: a second process fails at once.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let io = |what: &'static str| {
             let path = path.to_path_buf();
@@ -121,6 +134,7 @@ impl Journal {
                 source: std::io::Error::other("the journal must be a plain file"),
             });
         }
+        let lock = JournalLock::take(path)?;
         let mut records = Vec::new();
         let mut good_len = 0u64;
         let mut offset = 0u64;
@@ -170,6 +184,7 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             records,
+            _lock: lock,
         })
     }
 

@@ -56,12 +56,47 @@ impl PlannerConfig {
     /// The optional `[planner]` table of a parsed values file (defaults when absent); `path`
     /// names the file in errors.
     pub fn from_table(doc: &toml::Table, path: &Path) -> Result<Self, String> {
-        match doc.get("planner") {
-            None => Ok(Self::default()),
+        let c: Self = match doc.get("planner") {
+            None => return Ok(Self::default()),
             Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
                 format!("{}: [planner]: {}", path.display(), e.message())
-            }),
+            })?,
+        };
+        c.validate()
+            .map_err(|e| format!("{}: [planner]: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Checks every setting against its range (all finite): `novelty`, `novelty_cap`,
+    /// `duplicate_distance` and `cluster_decay` (0: no diminishing returns) in `0..=1000`; the
+    /// factors in `0..=1`; `duplicate_window` at most [`MAX_PLAN`]. Returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let ranged = [
+            ("novelty", self.novelty, 1000.0),
+            ("novelty_cap", self.novelty_cap, 1000.0),
+            ("cluster_decay", self.cluster_decay, 1000.0),
+            ("duplicate_distance", self.duplicate_distance, 1000.0),
+            ("duplicate_factor", self.duplicate_factor, 1.0),
+            ("blank_quality", self.blank_quality, 1.0),
+            ("overexposed_quality", self.overexposed_quality, 1.0),
+            (
+                "dominant_channel_quality",
+                self.dominant_channel_quality,
+                1.0,
+            ),
+        ];
+        for (name, v, max) in ranged {
+            if !(v.is_finite() && (0.0..=max).contains(&v)) {
+                return Err(format!("{name} = {v} is outside 0..={max}"));
+            }
         }
+        if self.duplicate_window > MAX_PLAN {
+            return Err(format!(
+                "duplicate_window = {} exceeds {MAX_PLAN}",
+                self.duplicate_window
+            ));
+        }
+        Ok(())
     }
 
     fn weights(&self) -> PlanWeights {
@@ -212,5 +247,32 @@ mod tests {
             vec![None, None, Some(0), Some(1)]
         );
         assert_eq!(find_duplicates(&lat, 1, 0.1), vec![None, None, None, None]);
+    }
+
+    #[test]
+    fn hostile_planner_settings_are_refused_naming_the_setting() {
+        let path = Path::new("v.toml");
+        for (text, want) in [
+            ("[planner]\nnovelty = 1e300", "novelty = inf"),
+            ("[planner]\nduplicate_factor = -1", "duplicate_factor = -1"),
+            ("[planner]\ncluster_decay = nan", "cluster_decay = NaN"),
+            ("[planner]\nblank_quality = 2", "blank_quality = 2"),
+            (
+                "[planner]\nduplicate_window = 100000",
+                "duplicate_window = 100000",
+            ),
+        ] {
+            let doc: toml::Table = text.parse().unwrap();
+            let err = PlannerConfig::from_table(&doc, path).unwrap_err();
+            assert!(
+                err.starts_with("v.toml: [planner]: ") && err.contains(want),
+                "{err}"
+            );
+        }
+        let ok: toml::Table = "[planner]\ncluster_decay = 0".parse().unwrap();
+        assert_eq!(
+            PlannerConfig::from_table(&ok, path).unwrap().cluster_decay,
+            0.0
+        );
     }
 }

@@ -320,6 +320,29 @@ fn every_precision_triages_the_fixtures_and_a_missing_one_is_a_clear_error() {
 }
 
 #[test]
+fn eval_with_no_readable_image_is_an_error_not_a_perfect_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels.txt");
+    std::fs::write(&labels, "calibrated/a.JPG 0\ncalibrated/b.JPG 1\n").unwrap();
+    let out = onboard(&[
+        "eval",
+        "--data",
+        "/nonexistent",
+        "--labels",
+        labels.to_str().unwrap(),
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("none of its 2 images could be analysed"),
+        "{err}"
+    );
+    assert!(err.contains("--data /nonexistent"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn eval_on_real_validation_images() {
     let Some(data) = std::env::var_os("MSL_DATA") else {
         eprintln!("MSL_DATA not set: skipping the real-data eval");
@@ -648,6 +671,166 @@ fn sigkill_mid_pass_loses_and_duplicates_no_decision_and_the_adaptation_resumes_
         err.contains("cannot resume the stream adaptation: it belongs to model f32:"),
         "{err}"
     );
+}
+
+#[test]
+fn a_second_pass_on_a_journal_in_use_fails_at_once_naming_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    fixtures.sort();
+    let n = scaled(300, 16);
+    for i in 0..n {
+        std::os::unix::fs::symlink(
+            &fixtures[i % fixtures.len()],
+            images.join(format!("img{i:04}.jpg")),
+        )
+        .unwrap();
+    }
+    let journal = tmp.path().join("decisions.jsonl");
+    let args = [
+        "prioritize",
+        images.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+        "--json",
+    ];
+    let mut first = onboard_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&journal).map_or(0, |s| s.lines().count()) < 1
+        && started.elapsed() < std::time::Duration::from_secs(120)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let second = onboard(&args);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the first pass ended before the second started; raise the image count"
+    );
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("the journal is in use by pid {}", first.id())),
+        "{err}"
+    );
+    assert!(first.wait().unwrap().success());
+    // The journal is whole: every image analysed once, then the adaptation state.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let files: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["file"].as_str().map(str::to_string)
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = files.iter().collect();
+    assert_eq!((files.len(), unique.len()), (n, n));
+}
+
+#[test]
+fn nothing_is_marked_sent_until_the_plan_is_delivered_and_ack_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures(tmp.path(), 6);
+    let journal = tmp.path().join("j.jsonl");
+    let (d, j) = (dir.to_str().unwrap(), journal.to_str().unwrap());
+    let downlinked = || {
+        std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"downlinked\""))
+            .count()
+    };
+    // stdout cannot take the plan: an error naming stdout, and nothing recorded as sent.
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let out = onboard_cmd()
+        .args([
+            "prioritize",
+            d,
+            "--journal",
+            j,
+            "--mark-sent",
+            "--budget-bytes",
+            "60000",
+        ])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write the plan to stdout; nothing was recorded as sent"),
+        "{err}"
+    );
+    assert_eq!(downlinked(), 0);
+    // The plan to a file, then the ground acknowledges two images, twice.
+    let plan = tmp.path().join("plan.json");
+    let args = [
+        "prioritize",
+        d,
+        "--journal",
+        j,
+        "--json",
+        "--plan-out",
+        plan.to_str().unwrap(),
+    ];
+    assert!(onboard(&args).status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let names: Vec<String> = doc["plan"].as_array().unwrap()[..2]
+        .iter()
+        .map(|e| e["file"].as_str().unwrap().to_string())
+        .collect();
+    let ack = |extra: &[&str]| {
+        let mut a = vec!["ack", "--journal", j, "--json"];
+        a.extend(names.iter().map(String::as_str));
+        a.extend(extra);
+        onboard(&a)
+    };
+    let first = json(&ack(&[]));
+    assert_eq!(first["acknowledged"].as_array().unwrap().len(), 2);
+    let again = json(&ack(&[]));
+    assert_eq!(again["acknowledged"].as_array().unwrap().len(), 0);
+    assert_eq!(again["already_downlinked"].as_array().unwrap().len(), 2);
+    assert_eq!(downlinked(), 2);
+    let unknown = ack(&["never_seen.JPG"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("not in the journal's backlog: never_seen.JPG"));
+    assert_eq!(downlinked(), 2, "a refused ack records nothing");
+    // The acknowledged images leave the backlog.
+    let doc = json(&onboard(&["prioritize", d, "--journal", j, "--json"]));
+    let left: Vec<&str> = doc["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["file"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !left.contains(&n.as_str())),
+        "{left:?}"
+    );
+    // A sheet path that is a symlink is refused and left alone; the plan is still printed.
+    let target = tmp.path().join("keep.txt");
+    std::fs::write(&target, "keep").unwrap();
+    let link = tmp.path().join("sheet.png");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = onboard(&["prioritize", d, "--json", "--sheet", link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
 }
 
 #[test]

@@ -90,6 +90,13 @@ fn values_file_overrides_and_refuses_unknown() {
     ));
     std::fs::write(&p, "[values]\nground = -1\n").unwrap();
     assert!(read_values(&p, &classes, |_| 1.0).is_err());
+    // Finite as f64 but past f32: every score would be inf.
+    std::fs::write(&p, "[values]\nground = 1e300\n").unwrap();
+    let err = read_values(&p, &classes, |_| 1.0).unwrap_err().to_string();
+    assert!(
+        err.contains("v.toml") && err.contains("within 0..=1000000"),
+        "{err}"
+    );
     std::fs::write(&p, "values = 3").unwrap();
     assert!(read_values(&p, &classes, |_| 1.0).is_err());
 }

@@ -57,6 +57,9 @@ pub fn load_table(path: &Path) -> Result<toml::Table, ValuesError> {
         })
 }
 
+/// Largest science value a values file may give a class.
+pub const MAX_VALUE: f64 = 1e6;
+
 /// The `[values]` table of a parsed values file (`path` names it in errors), as in
 /// [`read_values`].
 pub fn values_from(
@@ -79,8 +82,12 @@ pub fn values_from(
             .as_float()
             .or_else(|| v.as_integer().map(|i| i as f64))
             .ok_or_else(|| fmt(format!("value of {name:?} is not a number")))?;
-        if !x.is_finite() || x < 0.0 {
-            return Err(fmt(format!("value of {name:?} must be finite and >= 0")));
+        // Values are relative weights; the bound keeps every product with a probability and
+        // the planner's factors far inside f32.
+        if !(x.is_finite() && (0.0..=MAX_VALUE).contains(&x)) {
+            return Err(fmt(format!(
+                "value of {name:?} is {x}; it must be within 0..={MAX_VALUE}"
+            )));
         }
         if !classes.iter().any(|c| c == name) {
             return Err(ValuesError::UnknownClass {

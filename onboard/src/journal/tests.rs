@@ -45,6 +45,7 @@ fn records_survive_reopen_and_a_torn_tail_is_dropped() {
         file: "a.JPG".into(),
     })
     .unwrap();
+    drop(j); // the lock is held until the journal is closed
     let j = Journal::open(&p).unwrap();
     assert_eq!(j.records().len(), 3);
     let latest: Vec<&str> = j.latest().iter().filter_map(|r| r.file()).collect();
@@ -78,6 +79,7 @@ fn compaction_keeps_the_latest_record_per_file() {
         reason: "x".into(),
     })
     .unwrap();
+    drop(j); // the lock is held until the journal is closed
     let back = Journal::open(&p).unwrap();
     let files: Vec<&str> = back.records().iter().filter_map(|r| r.file()).collect();
     assert_eq!(files, ["a.JPG", "b.JPG", "c.JPG"]);
@@ -92,10 +94,16 @@ fn a_full_disk_is_a_clear_error_and_special_files_are_refused() {
     }
     let err = Journal::open(dev_full).unwrap_err().to_string();
     assert!(err.contains("/dev/full: not a regular file"), "{err}");
+    assert!(
+        !Path::new("/dev/full.lock").exists(),
+        "no lock file beside a special file"
+    );
+    let dir = tempfile::tempdir().unwrap();
     let mut j = Journal {
         path: dev_full.to_path_buf(),
         file: OpenOptions::new().write(true).open(dev_full).unwrap(),
         records: Vec::new(),
+        _lock: lock::JournalLock::take(&dir.path().join("j.jsonl")).unwrap(),
     };
     let err = j.append(analysed("a.JPG")).unwrap_err().to_string();
     assert!(err.contains("/dev/full: cannot"), "{err}");
@@ -173,6 +181,7 @@ fn the_adaptation_resumes_where_the_last_record_left_it() {
     for i in 3..7 {
         j.append(adapted(&mut live, i)).unwrap();
     }
+    drop(j); // the lock is held until the journal is closed
     let j = Journal::open(&p).unwrap();
     let (state, replay) = j.adaptation();
     assert_eq!(state.unwrap().images, 3);
@@ -211,10 +220,32 @@ fn compaction_keeps_the_adaptation_state_last() {
         .state("m");
     assert_eq!(state, live.state("m"));
     j.compact(Some(state)).unwrap();
+    drop(j); // the lock is held until the journal is closed
     let back = Journal::open(&p).unwrap();
     assert_eq!(back.records().len(), 5);
     assert!(matches!(back.records()[4], Record::Adaptation { .. }));
     assert!(back.adaptation().1.is_empty());
     let resumed = back.resume_adaptation(ground(), "m").unwrap().unwrap();
     assert_eq!(resumed.state("m"), live.state("m"));
+}
+
+#[test]
+fn a_second_opener_is_refused_with_the_holders_pid_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("j.jsonl");
+    let mut first = Journal::open(&p).unwrap();
+    first.append(analysed("a.JPG")).unwrap();
+    let err = Journal::open(&p).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "j.jsonl: the journal is in use by pid {}",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    // Compaction renames a new journal into place; the lock still excludes.
+    first.compact(None).unwrap();
+    assert!(Journal::open(&p).is_err());
+    drop(first);
+    assert_eq!(Journal::open(&p).unwrap().records().len(), 1);
 }

@@ -56,6 +56,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
+    if truth.is_empty() {
+        bail!(
+            "{}: none of its {} images could be analysed ({} skipped, first: {}); check that --data {} is the dataset root the labels' paths are relative to",
+            args.split.labels.display(),
+            items.len(),
+            skipped.len(),
+            skipped.first().map_or("none".into(), |s| s["reason"].to_string()),
+            args.split.data.display()
+        );
+    }
     let reports = metrics::class_reports(&truth, &pred, classes.len());
     let per_class_recall: BTreeMap<&str, f64> = reports
         .iter()

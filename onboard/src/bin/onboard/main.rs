@@ -1,11 +1,13 @@
 //! `onboard`: runs a model bundle over rover images and plans the downlink.
 
+mod ack;
 mod alloc_count;
 mod bench;
 mod downlink_bench;
 mod eval;
 #[cfg(feature = "ort")]
 mod ort_side;
+mod plan_output;
 mod prioritize;
 
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ enum Command {
     DownlinkBench(downlink_bench::Args),
     /// Time each pipeline stage per image and count heap allocations (core and runtime).
     Bench(bench::Args),
+    /// Record in a journal that images reached the ground (idempotent).
+    Ack(ack::Args),
 }
 
 /// A labeled split: dataset root and labels file.
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::DownlinkBench(a) => downlink_bench::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Ack(a) => ack::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,7 @@
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::adapt::AdaptState;
-use onboard::decide::Decision;
 use onboard::journal::{Journal, Record};
 use onboard::pipeline::{Analysis, Analyzer};
 use onboard::triage::{self, Candidate, PlannerConfig};
@@ -32,13 +30,53 @@ pub struct Args {
     /// earlier passes joins the plan.
     #[arg(long)]
     journal: Option<PathBuf>,
-    /// With --journal: record the selected images as downlinked, so later passes leave them out.
+    /// Write the plan to FILE (atomically, synced) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    plan_out: Option<PathBuf>,
+    /// With --journal: once the plan is completely written, record the selected images as
+    /// downlinked, so later passes leave them out.
     #[arg(long, requires = "journal")]
     mark_sent: bool,
     /// Images come in file-name order; with --journal the adaptation carries over from pass to
     /// pass (and across a crash) through the journal.
     #[command(flatten)]
     adapt: crate::AdaptArgs,
+}
+
+/// At most `cap` rows for one plan: when the backlog holds more, the rows of highest expected
+/// science value per byte (ties: the earlier row), in their original order, with a warning on
+/// stderr. The rest stay in the journal's backlog for later passes.
+fn cap_backlog(rows: Vec<Analysed>, values: &[f32], cap: usize) -> Vec<Analysed> {
+    if rows.len() <= cap {
+        return rows;
+    }
+    let density = |r: &Analysed| {
+        let v: f32 = r
+            .analysis
+            .probs
+            .iter()
+            .zip(values)
+            .map(|(p, v)| p * v)
+            .sum();
+        f64::from(v) / r.bytes.max(1) as f64
+    };
+    let mut rank: Vec<usize> = (0..rows.len()).collect();
+    rank.sort_by(|&a, &b| {
+        density(&rows[b])
+            .total_cmp(&density(&rows[a]))
+            .then(a.cmp(&b))
+    });
+    let mut keep = vec![false; rows.len()];
+    rank[..cap].iter().for_each(|&i| keep[i] = true);
+    eprintln!(
+        "warning: the backlog holds {} images, more than one plan's {cap}: planning the {cap} of highest expected value per byte; the other {} wait for later passes (acknowledge downlinked images with `onboard ack`)",
+        rows.len(),
+        rows.len() - cap
+    );
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
 }
 
 /// The stream adaptation a journal pass carries over, which compaction must keep.
@@ -257,6 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             analyse_files(&mut analyzer, &files)
         }
     };
+    let rows = cap_backlog(rows, &values, triage::MAX_PLAN);
     let candidates: Vec<Candidate<'_>> = rows
         .iter()
         .map(|r| Candidate {
@@ -267,121 +306,70 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let budget = args.budget_bytes.unwrap_or(u64::MAX);
     let plan =
         triage::plan(&candidates, &values, &planner, budget).context("planning the downlink")?;
-    let classes = &analyzer.bundle.manifest.classes;
-    let reason = |i: usize| match plan.outcomes[i].decision {
-        Decision::Selected(r) => format!("selected #{}", r + 1),
-        Decision::NoRoom => "no room left in the budget".to_string(),
-        Decision::NoValue => match plan.duplicate_of[i] {
-            Some(d) => format!("no value left: near-duplicate of {}", rows[d].name),
-            None => "no value left".to_string(),
-        },
+    let view = crate::plan_output::PlanView {
+        rows: &rows,
+        skipped: &skipped,
+        plan: &plan,
+        values: &values,
+        classes: &analyzer.bundle.manifest.classes,
+        budget_bytes: args.budget_bytes,
     };
-    let order = plan.order();
-    let selected = |i: usize| matches!(plan.outcomes[i].decision, Decision::Selected(_));
-    if let Some(sheet) = &args.sheet {
-        let tiles: Vec<_> = order
-            .iter()
-            .enumerate()
-            .filter(|&(_, &i)| selected(i))
-            .filter_map(|(rank, &i)| {
-                let r = &rows[i];
-                let img = onboard::preprocess::decode_file(&args.dir.join(&r.name))
-                    .ok()?
-                    .to_rgb8();
-                let caption = vec![
-                    format!("#{} {}", rank + 1, classes[r.analysis.class].name),
-                    format!(
-                        "score {:.2} {}kB",
-                        plan.outcomes[i].initial_gain,
-                        r.bytes.div_ceil(1024)
-                    ),
-                ];
-                Some((img, caption))
-            })
-            .collect();
-        let title = format!(
-            "downlink plan: {} images, {} bytes of {}",
-            tiles.len(),
-            plan.bytes,
-            args.budget_bytes
-                .map_or("unlimited".into(), |b| b.to_string())
-        );
-        onboard::render::contact_sheet(&title, &tiles, 6)
-            .save_png(sheet)
-            .with_context(|| format!("{}: cannot write the contact sheet", sheet.display()))?;
-    }
+    let text = if args.json {
+        view.json(&model, analyzer.precision.name())?
+    } else {
+        view.table()
+    };
+    // The plan reaches its reader completely before anything is recorded as sent.
+    crate::plan_output::deliver(&text, args.plan_out.as_deref())?;
     if let (true, Some(j)) = (args.mark_sent, journal.as_mut()) {
-        for &i in order.iter().filter(|&&i| selected(i)) {
+        for i in view.selected_in_order() {
             j.append(Record::Downlinked {
                 file: rows[i].name.clone(),
-            })?;
+            })
+            .context("the plan was delivered, but recording it as sent failed")?;
         }
     }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let plan_json: Vec<_> = order
-            .iter()
-            .map(|&i| {
-                let r = &rows[i];
-                let a = &r.analysis;
-                let expected_value: f32 = a.probs.iter().zip(&values).map(|(p, v)| p * v).sum();
-                serde_json::json!({
-                    "file": r.name, "bytes": r.bytes, "class": classes[a.class].name, "confidence": a.confidence,
-                    "cluster": a.cluster, "novelty": a.novelty, "score": plan.outcomes[i].initial_gain,
-                    "selected": selected(i), "reason": reason(i),
-                    "parts": {
-                        "expected_class_value": expected_value,
-                        "marginal_gain": plan.outcomes[i].gain,
-                        "quality": plan.quality[i],
-                        "quality_flags": {"blank": a.quality.blank, "overexposed": a.quality.overexposed, "dominant_channel": a.quality.dominant_channel},
-                        "duplicate_of": plan.duplicate_of[i].map(|d| rows[d].name.clone()),
-                    },
-                })
-            })
-            .collect();
-        let skipped_json: Vec<_> = skipped
-            .iter()
-            .map(|(f, reason)| serde_json::json!({"file": f, "reason": reason}))
-            .collect();
-        let doc = serde_json::json!({
-            "model": model.display().to_string(),
-        "precision": analyzer.precision.name(),
-            "budget_bytes": args.budget_bytes,
-            "bytes_selected": plan.bytes,
-            "plan": plan_json,
-            "skipped": skipped_json,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-    } else {
-        writeln!(
-            out,
-            "{:>4} {:<40} {:>9} {:<22} {:>5} {:>4} {:>7} {:>6}  decision",
-            "rank", "file", "bytes", "class", "conf", "clus", "novelty", "score"
-        )?;
-        for (rank, &i) in order.iter().enumerate() {
-            let (r, a) = (&rows[i], &rows[i].analysis);
-            writeln!(
-                out,
-                "{:>4} {:<40} {:>9} {:<22} {:>5.2} {:>4} {:>7.2} {:>6.3}  {}",
-                rank + 1,
-                r.name,
-                r.bytes,
-                classes[a.class].name,
-                a.confidence,
-                a.cluster,
-                a.novelty,
-                plan.outcomes[i].initial_gain,
-                reason(i)
-            )?;
-        }
-        let n_sel = (0..rows.len()).filter(|&i| selected(i)).count();
-        writeln!(
-            out,
-            "{} images planned, {n_sel} selected ({} bytes), {} skipped",
-            rows.len(),
-            plan.bytes,
-            skipped.len()
-        )?;
+    if let Some(sheet) = &args.sheet {
+        view.sheet(&args.dir, sheet)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, bytes: u64, probs: Vec<f32>) -> Analysed {
+        Analysed {
+            name: name.into(),
+            bytes,
+            analysis: Analysis {
+                latent: vec![0.0],
+                cluster: 0,
+                distance: 0.0,
+                novelty: 0.0,
+                class: 0,
+                confidence: probs[0],
+                probs,
+                calibrated_probs: None,
+                quality: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_backlog_past_one_plan_keeps_the_most_valuable_per_byte_in_order() {
+        let values = [1.0, 3.0];
+        let rows = vec![
+            row("a", 100, vec![1.0, 0.0]),  // 0.01 per byte
+            row("b", 100, vec![0.0, 1.0]),  // 0.03
+            row("c", 10, vec![1.0, 0.0]),   // 0.1
+            row("d", 1000, vec![0.0, 1.0]), // 0.003
+        ];
+        let kept = cap_backlog(rows, &values, 2);
+        let names: Vec<&str> = kept.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        let small = vec![row("a", 1, vec![1.0, 0.0])];
+        assert_eq!(cap_backlog(small, &values, 2).len(), 1);
+    }
 }

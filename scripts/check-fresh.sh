@@ -15,7 +15,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 # A shell as a new user has it: none of the project's variables, an empty cache folder.
 fresh() {
-  env -u TRIAGE_CACHE -u TRIAGE_VENV -u TRIAGE_PYTHON -u TRIAGE_EFFNET_LITE0 \
+  env -u TRIAGE_CACHE -u TRIAGE_VENV -u TRIAGE_PYTHON -u TRIAGE_EFFNET_LITE0 -u TRIAGE_WEIGHTS \
     -u CARGO_TARGET_DIR -u ORT_DYLIB_PATH -u LD_LIBRARY_PATH XDG_CACHE_HOME="$1" \
     bash -euo pipefail -c "$2"
 }

@@ -24,8 +24,10 @@ _torch_lib="$(_triage_first "$TRIAGE_VENV"/lib/python3*/site-packages/torch/lib)
 if [ -n "$_torch_lib" ]; then
   export LD_LIBRARY_PATH="${_torch_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-# ImageNet EfficientNet-Lite0 weights converted by scripts/setup.sh (scripts/convert_effnet.py).
-export TRIAGE_EFFNET_LITE0="${TRIAGE_EFFNET_LITE0:-$TRIAGE_CACHE/weights/efficientnet-lite0.safetensors}"
+# ImageNet EfficientNet-Lite0/1/2 weights converted by scripts/setup.sh
+# (scripts/convert_effnet.py): the folder, and Lite0's file in it.
+export TRIAGE_WEIGHTS="${TRIAGE_WEIGHTS:-$TRIAGE_CACHE/weights}"
+export TRIAGE_EFFNET_LITE0="${TRIAGE_EFFNET_LITE0:-$TRIAGE_WEIGHTS/efficientnet-lite0.safetensors}"
 # The ONNX Runtime shared library of the venv's onnxruntime wheel, for `onboard bench --ort-lib`
 # (feature `ort`).
 _ort_lib="$(_triage_first "$TRIAGE_VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)"

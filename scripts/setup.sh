@@ -76,14 +76,19 @@ fi
 if ! $offline; then
   "$TRIAGE_VENV/bin/python" -c "import torch, onnx, onnxruntime; print('setup: torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
 fi
-weights_stamp="$(cat "$TRIAGE_EFFNET_LITE0.stamp" 2>/dev/null || true)"
-if [ ! -f "$TRIAGE_EFFNET_LITE0" ] || [ ! -f "${TRIAGE_EFFNET_LITE0%.safetensors}.reference.json" ] \
-  || [ "$weights_stamp" != "$want" ]; then
+weights_stamp="$(cat "$TRIAGE_WEIGHTS/.stamp" 2>/dev/null || true)"
+weights_ok=true
+for lite in efficientnet-lite0 efficientnet-lite1 efficientnet-lite2; do
+  if [ ! -f "$TRIAGE_WEIGHTS/$lite.safetensors" ] || [ ! -f "$TRIAGE_WEIGHTS/$lite.reference.json" ]; then
+    weights_ok=false
+  fi
+done
+if ! $weights_ok || [ "$weights_stamp" != "$want" ]; then
   if $offline; then
-    todo "EfficientNet-Lite0 weights at $TRIAGE_EFFNET_LITE0"
+    todo "EfficientNet-Lite0/1/2 weights in $TRIAGE_WEIGHTS"
   else
-    "$TRIAGE_PYTHON" scripts/convert_effnet.py "$(dirname "$TRIAGE_EFFNET_LITE0")"
-    echo "$want" >"$TRIAGE_EFFNET_LITE0.stamp"
+    "$TRIAGE_PYTHON" scripts/convert_effnet.py "$TRIAGE_WEIGHTS"
+    echo "$want" >"$TRIAGE_WEIGHTS/.stamp"
   fi
 fi
 $offline && echo "setup: offline check done" >&2

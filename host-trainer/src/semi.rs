@@ -9,7 +9,7 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use crate::augment::{AugmentConfig, StrongAugment};
-use crate::effnet::{self, EfficientNetLite0};
+use crate::effnet::{self, EfficientNetLite, Lite};
 use crate::export::Op;
 use crate::model::{Classifier, Forward};
 
@@ -26,8 +26,24 @@ pub const GROUP_PROJECTION: usize = 2;
 pub enum Backbone {
     /// EfficientNet-Lite0, initialized from ImageNet weights.
     EfficientnetLite0,
+    /// EfficientNet-Lite1, initialized from ImageNet weights.
+    EfficientnetLite1,
+    /// EfficientNet-Lite2, initialized from ImageNet weights.
+    EfficientnetLite2,
     /// The small conv-BN-ReLU CNN, from scratch.
     SmallCnn,
+}
+
+impl Backbone {
+    /// The EfficientNet-Lite variant, `None` for the small CNN.
+    pub fn lite(self) -> Option<Lite> {
+        match self {
+            Backbone::EfficientnetLite0 => Some(Lite::Lite0),
+            Backbone::EfficientnetLite1 => Some(Lite::Lite1),
+            Backbone::EfficientnetLite2 => Some(Lite::Lite2),
+            Backbone::SmallCnn => None,
+        }
+    }
 }
 
 /// Which contrastive loss the labeled branch uses.
@@ -153,10 +169,11 @@ impl SemiConfig {
             (0.0..1.0).contains(&self.dropout),
             "dropout must be in [0, 1)"
         );
+        let blocks = self.backbone.lite().map_or(0, Lite::blocks);
         anyhow::ensure!(
-            self.frozen_blocks <= effnet::BLOCKS,
-            "frozen_blocks must be at most {}",
-            effnet::BLOCKS
+            self.backbone.lite().is_none() || self.frozen_blocks <= blocks,
+            "frozen_blocks must be at most {blocks} for {:?}",
+            self.backbone
         );
         Ok(())
     }
@@ -185,7 +202,7 @@ impl Mlp {
 #[derive(Debug)]
 enum Body {
     Effnet {
-        net: Box<EfficientNetLite0>,
+        net: Box<EfficientNetLite>,
         head: nn::Linear,
     },
     Cnn(Classifier),
@@ -205,10 +222,10 @@ impl SemiNet {
     /// `head/` for EfficientNet, `classifier/` for the small CNN, `proj_s/`, `proj_u/`.
     pub fn new(vs: &nn::VarStore, cfg: &SemiConfig, classes: i64) -> Self {
         let root = vs.root();
-        let (body, dim) = match cfg.backbone {
-            Backbone::EfficientnetLite0 => {
+        let (body, dim) = match cfg.backbone.lite() {
+            Some(lite) => {
                 let bp = root.set_group(GROUP_BACKBONE) / "backbone";
-                let net = EfficientNetLite0::new(&bp, cfg.frozen_blocks, cfg.bn_train);
+                let net = EfficientNetLite::new(&bp, lite, cfg.frozen_blocks, cfg.bn_train);
                 let hp = root.set_group(GROUP_HEAD) / "head";
                 let head = nn::linear(hp, effnet::FEATURES, classes, Default::default());
                 (
@@ -219,7 +236,7 @@ impl SemiNet {
                     effnet::FEATURES,
                 )
             }
-            Backbone::SmallCnn => {
+            None => {
                 let cp = root.set_group(GROUP_BACKBONE) / "classifier";
                 let net = Classifier::new(&cp, &cfg.small_cnn_channels, classes);
                 let dim = *cfg.small_cnn_channels.last().unwrap_or(&1);

@@ -12,7 +12,7 @@ use tch::nn;
 use crate::data::{self, ImageSet};
 use crate::device::{self, DeviceChoice};
 use crate::evaluate::{self, ClassificationMetrics, Parity};
-use crate::semi::{Backbone, SemiConfig, SemiNet};
+use crate::semi::{SemiConfig, SemiNet};
 use crate::semi_train::{self, SemiData, SemiHistory};
 use crate::{effnet, export, figures, run};
 
@@ -133,16 +133,18 @@ pub fn load_backbone(
     semi: &SemiConfig,
     pretrained: Option<&Path>,
 ) -> anyhow::Result<Option<String>> {
-    match (semi.backbone, pretrained) {
-        (Backbone::EfficientnetLite0, Some(p)) => {
-            let set = effnet::load_pretrained(vs, "backbone.", p, &["_fc."])?;
+    match (semi.backbone.lite(), pretrained) {
+        (Some(lite), Some(p)) => {
+            let p = effnet::weights_for(lite, p);
+            let set = effnet::load_pretrained(vs, "backbone.", &p, &["_fc."])?;
             eprintln!("pretrained: {set} tensors from {}", p.display());
-            Ok(Some(onboard::bundle::sha256_file(p)?))
+            Ok(Some(onboard::bundle::sha256_file(&p)?))
         }
-        (Backbone::EfficientnetLite0, None) => anyhow::bail!(
-            "the efficientnet-lite0 backbone needs --pretrained (the file scripts/setup.sh writes; $TRIAGE_EFFNET_LITE0)"
+        (Some(lite), None) => anyhow::bail!(
+            "the {} backbone needs --pretrained (the weights folder scripts/setup.sh writes; $TRIAGE_WEIGHTS)",
+            lite.name()
         ),
-        (Backbone::SmallCnn, _) => Ok(None),
+        (None, _) => Ok(None),
     }
 }
 

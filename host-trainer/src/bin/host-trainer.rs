@@ -103,8 +103,9 @@ struct SemiArgs {
     /// Folder(s) of unlabeled images (default: the labeled and validation images, unlabeled).
     #[arg(long)]
     unlabeled: Vec<PathBuf>,
-    /// ImageNet EfficientNet-Lite0 weights (safetensors, written by scripts/setup.sh).
-    #[arg(long, env = "TRIAGE_EFFNET_LITE0")]
+    /// ImageNet EfficientNet-Lite weights: the folder scripts/setup.sh writes
+    /// (`efficientnet-lite{0,1,2}.safetensors`), or one such file.
+    #[arg(long, env = "TRIAGE_WEIGHTS")]
     pretrained: Option<PathBuf>,
     /// Semi-supervised configuration JSON (see `host-trainer default-semi-config`).
     #[arg(long)]
@@ -140,8 +141,9 @@ struct TrainArgs {
     /// Training configuration JSON (see `host-trainer default-config`).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// ImageNet EfficientNet-Lite0 weights, for a config with a semi-supervised classifier.
-    #[arg(long, env = "TRIAGE_EFFNET_LITE0")]
+    /// ImageNet EfficientNet-Lite weights (the folder scripts/setup.sh writes, or one file),
+    /// for a config with a pretrained backbone.
+    #[arg(long, env = "TRIAGE_WEIGHTS")]
     pretrained: Option<PathBuf>,
     /// Override the configuration's seed.
     #[arg(long)]

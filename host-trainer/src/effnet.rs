@@ -104,7 +104,11 @@ impl Lite {
                 } else {
                     (depth * r as f64).ceil() as usize
                 };
-                let cin = if i == 0 { cin } else { round_filters(cin, width) };
+                let cin = if i == 0 {
+                    cin
+                } else {
+                    round_filters(cin, width)
+                };
                 (repeats, k, s, e, cin, round_filters(cout, width))
             })
             .collect()

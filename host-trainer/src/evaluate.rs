@@ -72,6 +72,9 @@ pub struct ClassificationMetrics {
     pub top1: f64,
     /// Macro-averaged F1.
     pub macro_f1: f64,
+    /// Balanced accuracy: mean recall over the classes present (top-1 under a uniform prior).
+    #[serde(default)]
+    pub balanced_accuracy: f64,
     /// Recall per class name (classes present in the truth).
     pub per_class_recall: BTreeMap<String, f64>,
 }
@@ -102,6 +105,7 @@ pub fn classification(
         images: truth.len(),
         top1: metrics::accuracy(truth, pred),
         macro_f1: metrics::macro_f1(&reports),
+        balanced_accuracy: metrics::balanced_accuracy(&reports),
         per_class_recall: reports
             .iter()
             .filter(|r| r.support > 0)

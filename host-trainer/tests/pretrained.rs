@@ -92,7 +92,12 @@ fn check(lite: Lite) {
 
     // The package model pads for its native side, so the reference input has that side.
     let side = i64::from(lite.native_size());
-    assert_eq!(reference["side"].as_i64(), Some(side), "{}", reference_path.display());
+    assert_eq!(
+        reference["side"].as_i64(),
+        Some(side),
+        "{}",
+        reference_path.display()
+    );
     let x = fixed_input(side);
     let logits = tch::no_grad(|| net.embed(&x, false).apply(&fc));
     let got = to_vec(&logits);

@@ -38,6 +38,11 @@ enum Command {
     /// class-prior adaptation needs. Example:
     /// `host-trainer calibrate --bundle models/default --data $MSL_DATA --held-out none`
     Calibrate(CalibrateArgs),
+    /// The development protocol that sees shift: frozen-backbone features (cached), linear probes
+    /// fitted on the train split and k-means centroids, measured on validation in sol order with
+    /// on-board adaptation off and on (macro-F1, balanced accuracy, per-class recall, clusters).
+    /// Example: `host-trainer protocol --data $MSL_DATA --backbone lite0 --side 128 --side 224`
+    Protocol(ProtocolArgs),
     /// Print the default training configuration as JSON.
     DefaultConfig,
     /// Print the default semi-supervised configuration as JSON.
@@ -57,6 +62,49 @@ struct CalibrateArgs {
     #[arg(long, default_value = VAL_SPLIT)]
     held_out: String,
     /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ProtocolArgs {
+    /// MSL dataset root (holds calibrated/, the split files and the synset file).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split the probes and centroids are fitted on.
+    #[arg(long, default_value = TRAIN_SPLIT)]
+    train_split: String,
+    /// Split evaluated in sol order (sorted by file name).
+    #[arg(long, default_value = VAL_SPLIT)]
+    val_split: String,
+    /// Backbone(s): lite0, lite1, lite2.
+    #[arg(long, default_values_t = ["lite0".to_string()])]
+    backbone: Vec<String>,
+    /// Input side(s); every backbone runs at every side.
+    #[arg(long, default_values_t = [224u32])]
+    side: Vec<u32>,
+    /// L2 penalties of the probes compared.
+    #[arg(long, default_values_t = [1e-3f64])]
+    l2: Vec<f64>,
+    /// Logit-adjustment strengths of the probes compared (0 = plain cross-entropy).
+    #[arg(long, default_values_t = [0.0f64, 1.0])]
+    logit_adjust: Vec<f64>,
+    /// ImageNet EfficientNet-Lite weights folder (written by scripts/setup.sh).
+    #[arg(long, env = "TRIAGE_WEIGHTS")]
+    weights: PathBuf,
+    /// Feature cache folder.
+    #[arg(long, default_value = "runs/features")]
+    cache: PathBuf,
+    /// Clusters.
+    #[arg(long, default_value_t = 24)]
+    k: usize,
+    /// k-means restarts.
+    #[arg(long, default_value_t = 4)]
+    restarts: usize,
+    /// Write the JSON report here too (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of markdown tables.
     #[arg(long)]
     json: bool,
 }
@@ -273,6 +321,68 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn protocol(a: ProtocolArgs) -> anyhow::Result<()> {
+    use host_trainer::effnet::Lite;
+    use host_trainer::features::FeatureSpec;
+    use host_trainer::probe::ProbeConfig;
+    tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
+    let mut features = Vec::new();
+    for b in &a.backbone {
+        let lite = Lite::parse(b)
+            .ok_or_else(|| anyhow::anyhow!("--backbone {b}: not one of lite0, lite1, lite2"))?;
+        for &side in &a.side {
+            anyhow::ensure!(
+                (32..=512).contains(&side) && side % 32 == 0,
+                "--side {side}: must be a multiple of 32 in 32..=512"
+            );
+            features.push(FeatureSpec {
+                lite,
+                side,
+                weights: a.weights.clone(),
+                cache: a.cache.clone(),
+            });
+        }
+    }
+    let probes =
+        a.l2.iter()
+            .flat_map(|&l2| {
+                a.logit_adjust.iter().map(move |&logit_adjust| ProbeConfig {
+                    l2,
+                    logit_adjust,
+                    ..Default::default()
+                })
+            })
+            .collect();
+    let opts = host_trainer::protocol::ProtocolOptions {
+        data: a.data.clone(),
+        train_split: a.train_split,
+        val_split: a.val_split,
+        features,
+        probes,
+        kmeans: host_trainer::cluster::KMeansConfig {
+            k: a.k,
+            restarts: a.restarts,
+            max_iter: 300,
+            tol: 1e-5,
+            seed: 17,
+        },
+        adaptation: onboard::bundle::Adaptation::default(),
+    };
+    let classes = host_trainer::data::class_names(&a.data)?;
+    let reports = host_trainer::protocol::run(&opts, &classes)?;
+    let json = serde_json::to_string_pretty(&reports)?;
+    if let Some(out) = &a.out {
+        onboard::bundle::write_atomic(out, json.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: cannot write the report: {e}", out.display()))?;
+    }
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{}", host_trainer::protocol::markdown(&reports));
+    }
+    Ok(())
+}
+
 fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let opts = QuantizeOptions {
         bundle: a.bundle,
@@ -316,6 +426,7 @@ fn main() -> ExitCode {
         Command::Semi(a) => semi(a),
         Command::Quantize(a) => quantize(a),
         Command::Calibrate(a) => calibrate(a),
+        Command::Protocol(a) => protocol(a),
         Command::DefaultConfig => serde_json::to_string_pretty(&TrainConfig::default())
             .map(|s| println!("{s}"))
             .map_err(Into::into),

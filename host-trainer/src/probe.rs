@@ -1,0 +1,190 @@
+//! A linear probe on frozen features: features standardized with the training mean and
+//! standard deviation, then multinomial logistic regression with an L2 penalty, fitted full
+//! batch. `logit_adjust` > 0 trains on `logits + logit_adjust * log(prior)` and predicts
+//! without it (balanced softmax / logit adjustment, Menon et al. 2021), so the probe does not
+//! bake the training class prior into its predictions.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+/// How the probe is fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProbeConfig {
+    /// L2 penalty on the weights (mean over classes of the squared norm, times this).
+    pub l2: f64,
+    /// Logit adjustment strength (0 = plain cross-entropy).
+    pub logit_adjust: f64,
+    /// Full-batch Adam steps.
+    pub steps: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Seed of the initialization.
+    pub seed: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            l2: 1e-3,
+            logit_adjust: 0.0,
+            steps: 400,
+            lr: 0.01,
+            seed: 17,
+        }
+    }
+}
+
+/// A fitted probe: `logits = ((x - mean) / std) W + b`, shapes `mean, std: [dim]`,
+/// `W: [dim, classes]`, `b: [classes]`.
+#[derive(Debug)]
+pub struct Probe {
+    mean: Tensor,
+    std: Tensor,
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Probe {
+    /// Fits on `x: [n, dim]` with labels `y` (`n` values below `classes`).
+    pub fn fit(x: &Tensor, y: &[usize], classes: usize, cfg: &ProbeConfig) -> anyhow::Result<Self> {
+        let n = x.size()[0];
+        anyhow::ensure!(
+            n > 1 && n as usize == y.len(),
+            "probe: {n} rows, {} labels",
+            y.len()
+        );
+        anyhow::ensure!(
+            y.iter().all(|&c| c < classes),
+            "probe: a label is out of range"
+        );
+        tch::manual_seed(cfg.seed as i64);
+        let x = x.to_kind(Kind::Float);
+        let mean = x.mean_dim(&[0i64][..], false, Kind::Float);
+        let std = x.std_dim(&[0i64][..], false, false).clamp_min(1e-6);
+        let xs = (&x - &mean) / &std;
+        let labels = Tensor::from_slice(&y.iter().map(|&c| c as i64).collect::<Vec<_>>());
+        let prior = onboard::bundle::class_prior(y, classes);
+        let adjust = Tensor::from_slice(&prior).log() * cfg.logit_adjust;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let dim = x.size()[1];
+        let w = vs.root().zeros("w", &[dim, classes as i64]);
+        let b = vs.root().zeros("b", &[classes as i64]);
+        let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+        for _ in 0..cfg.steps {
+            let logits = xs.matmul(&w) + &b + &adjust;
+            let loss = logits.cross_entropy_for_logits(&labels)
+                + w.square().sum(Kind::Float) * (cfg.l2 / classes as f64);
+            opt.backward_step(&loss);
+        }
+        let probe = Self {
+            mean,
+            std,
+            w: w.detach(),
+            b: b.detach(),
+        };
+        anyhow::ensure!(
+            f64::try_from(probe.w.abs().max()).is_ok_and(f64::is_finite),
+            "probe: the fit diverged (non-finite weights)"
+        );
+        Ok(probe)
+    }
+
+    /// Logits `[n, classes]` of `x: [n, dim]`.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            ((x.to_kind(Kind::Float) - &self.mean) / &self.std).matmul(&self.w) + &self.b
+        })
+    }
+
+    /// The probe as one affine map on raw features, standardization folded in:
+    /// `(weight [classes, dim] row-major, bias [classes])`, for a Gemm op.
+    pub fn folded(&self) -> (Vec<f32>, Vec<f32>) {
+        let w = &self.w / self.std.unsqueeze(1);
+        let b = &self.b - self.mean.unsqueeze(0).matmul(&w).squeeze_dim(0);
+        (
+            crate::model::to_vec(&w.tr().contiguous()),
+            crate::model::to_vec(&b),
+        )
+    }
+}
+
+/// Logits of every row of `x` from probes fitted without it (`folds`-fold cross-fitting, rows
+/// dealt to folds round-robin): held-out logits of the training set, to fit a temperature on.
+pub fn cross_fitted_logits(
+    x: &Tensor,
+    y: &[usize],
+    classes: usize,
+    cfg: &ProbeConfig,
+    folds: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let n = y.len();
+    anyhow::ensure!(
+        folds >= 2 && n >= folds * 2,
+        "cross-fitting needs >= 2 folds of 2 rows"
+    );
+    let mut out = vec![0f32; n * classes];
+    for f in 0..folds {
+        let (fit_rows, held): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % folds != f);
+        let idx = |rows: &[usize]| {
+            Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>())
+        };
+        let fit_y: Vec<usize> = fit_rows.iter().map(|&i| y[i]).collect();
+        let probe = Probe::fit(&x.index_select(0, &idx(&fit_rows)), &fit_y, classes, cfg)?;
+        let logits = crate::model::to_vec(&probe.logits(&x.index_select(0, &idx(&held))));
+        for (r, &i) in held.iter().enumerate() {
+            out[i * classes..(i + 1) * classes]
+                .copy_from_slice(&logits[r * classes..(r + 1) * classes]);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three Gaussian blobs in 8-d, class c centered at 3 e_c.
+    fn blobs(n: usize) -> (Tensor, Vec<usize>) {
+        tch::manual_seed(3);
+        let y: Vec<usize> = (0..n).map(|i| i % 3).collect();
+        let mut centers = vec![0f32; n * 8];
+        for (i, &c) in y.iter().enumerate() {
+            centers[i * 8 + c] = 3.0;
+        }
+        let x = Tensor::from_slice(&centers).view([n as i64, 8])
+            + Tensor::randn([n as i64, 8], (Kind::Float, Device::Cpu));
+        (x, y)
+    }
+
+    #[test]
+    fn separates_blobs_and_folds_into_one_affine_map() {
+        let (x, y) = blobs(300);
+        let p = Probe::fit(&x, &y, 3, &ProbeConfig::default()).unwrap();
+        let logits = p.logits(&x);
+        let pred: Vec<i64> = Vec::try_from(logits.argmax(1, false)).unwrap();
+        let right = pred
+            .iter()
+            .zip(&y)
+            .filter(|(a, b)| **a as usize == **b)
+            .count();
+        assert!(right > 270, "{right} of 300");
+        let (w, b) = p.folded();
+        let w = Tensor::from_slice(&w).view([3, 8]);
+        let direct = x.matmul(&w.tr()) + Tensor::from_slice(&b);
+        let diff = f64::try_from((direct - logits).abs().max()).unwrap();
+        assert!(diff < 1e-3, "folded map differs by {diff}");
+    }
+
+    #[test]
+    fn cross_fitted_logits_cover_every_row() {
+        let (x, y) = blobs(60);
+        let cfg = ProbeConfig {
+            steps: 50,
+            ..Default::default()
+        };
+        let l = cross_fitted_logits(&x, &y, 3, &cfg, 3).unwrap();
+        assert_eq!(l.len(), 180);
+        assert!(l.chunks(3).all(|r| r.iter().any(|v| *v != 0.0)));
+        assert!(cross_fitted_logits(&x, &y, 3, &cfg, 1).is_err());
+    }
+}

@@ -64,6 +64,11 @@ pub struct TrainConfig {
     pub class_balance: f64,
     /// Use at most this many images of each split (for smoke runs); `None` = all.
     pub limit_images: Option<usize>,
+    /// When no split outside the training splits is held out (trained on train + validation),
+    /// every this-many-th labeled training image is kept out of the classifier's training and
+    /// the softmax temperature is fitted on them; 0 = never (temperature 1 then).
+    #[serde(default = "default_calibration_holdout")]
+    pub calibration_holdout: usize,
     /// Number of validation images checked for tch/tract parity after export.
     pub parity_images: usize,
     /// Largest allowed absolute difference between tch and tract outputs.
@@ -80,6 +85,10 @@ pub struct TrainConfig {
 
 fn default_whiten_components() -> usize {
     64
+}
+
+fn default_calibration_holdout() -> usize {
+    10
 }
 
 impl Default for TrainConfig {
@@ -131,6 +140,7 @@ impl Default for TrainConfig {
             classifier_augment: crate::augment::AugmentConfig::default(),
             class_balance: 0.0,
             limit_images: None,
+            calibration_holdout: default_calibration_holdout(),
             parity_images: 32,
             parity_tolerance: 1e-4,
             science_values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -184,6 +194,10 @@ impl TrainConfig {
             );
         }
         anyhow::ensure!(self.threads > 0, "threads must be positive");
+        anyhow::ensure!(
+            self.calibration_holdout != 1,
+            "calibration_holdout 1 would hold out every training image; use 0 (never) or >= 2"
+        );
         anyhow::ensure!(
             self.whiten_components > 0,
             "whiten_components must be positive"

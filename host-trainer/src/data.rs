@@ -203,6 +203,25 @@ pub fn load_train_val(
     Ok((train, val))
 }
 
+impl ImageSet {
+    /// Splits off every `every`-th image (indices `every - 1`, `2 every - 1`, ...): `(kept,
+    /// held out)`. `every` must be at least 2.
+    pub fn split_every(self, every: usize) -> (ImageSet, ImageSet) {
+        let every = every.max(2);
+        let (held, kept): (Vec<usize>, Vec<usize>) =
+            (0..self.len()).partition(|i| i % every == every - 1);
+        let take = |rows: &[usize]| {
+            let idx = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            ImageSet {
+                paths: rows.iter().map(|&i| self.paths[i].clone()).collect(),
+                labels: rows.iter().map(|&i| self.labels[i]).collect(),
+                images: self.images.index_select(0, &idx),
+            }
+        };
+        (take(&kept), take(&held))
+    }
+}
+
 /// Concatenates image sets (e.g. several unlabeled sources).
 pub fn concat(sets: Vec<ImageSet>) -> ImageSet {
     let images = Tensor::cat(&sets.iter().map(|s| &s.images).collect::<Vec<_>>(), 0);

@@ -174,10 +174,10 @@ fn calibration_section(c: &crate::temperature::CalibrateReport, s: &mut String) 
     ));
     match (c.nll_t1, c.nll_fitted) {
         (Some(a), Some(b)) => s.push_str(&format!(
-            ", fitted on {} held-out validation images ({} skipped): mean NLL {a:.4} at T = 1, {b:.4} at the fit.\n\n",
-            c.held_out_images, c.held_out_skipped
+            ", fitted on {} held-out images ({}; {} skipped): mean NLL {a:.4} at T = 1, {b:.4} at the fit.\n\n",
+            c.held_out_images, c.fitted_on, c.held_out_skipped
         )),
-        _ => s.push_str(" (no held-out split: not fitted).\n\n"),
+        _ => s.push_str(" (no held-out images: not fitted).\n\n"),
     }
 }
 

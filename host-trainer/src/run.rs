@@ -277,6 +277,19 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         cfg.limit_images,
         classes.len(),
     )?;
+    // The temperature needs images the classifier never trained on: the validation split when
+    // it is held out, else a slice of the training splits.
+    let held_split = opts
+        .val_split
+        .clone()
+        .filter(|v| !opts.train_splits.contains(v));
+    let (train_set, calibration_slice) = match (&held_split, cfg.calibration_holdout) {
+        (None, every) if every >= 2 && train_set.len() >= 2 * every => {
+            let (kept, held) = train_set.split_every(every);
+            (kept, Some((every, held)))
+        }
+        _ => (train_set, None),
+    };
     let mut unlabeled = Vec::new();
     for dir in &opts.unlabeled {
         unlabeled.push(data::load_folder(dir, &spec, cfg.limit_images)?);
@@ -609,14 +622,27 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         adaptation: onboard::bundle::Adaptation::default(),
     };
     staging.write_manifest(&manifest)?;
+    let held_out = match (held_split, calibration_slice) {
+        (Some(split), _) => crate::temperature::HeldOut::Split(split),
+        (None, Some((every, held))) => crate::temperature::HeldOut::Slice {
+            name: format!("every {every}th image of the training splits (not trained on)"),
+            items: held
+                .paths
+                .iter()
+                .zip(held.labels_usize())
+                .map(|(p, class)| onboard::labels::Labeled {
+                    file: p.to_string_lossy().into_owned(),
+                    class,
+                })
+                .collect(),
+        },
+        (None, None) => crate::temperature::HeldOut::None,
+    };
     report.calibration = Some(
         crate::temperature::calibrate(&crate::temperature::CalibrateOptions {
             bundle: staging.dir.clone(),
             data: opts.data.clone(),
-            held_out: opts
-                .val_split
-                .clone()
-                .filter(|v| !opts.train_splits.contains(v)),
+            held_out,
             limit: cfg.limit_images,
         })
         .context("fitting the softmax temperature")?,

@@ -16,10 +16,42 @@ pub struct CalibrateOptions {
     pub bundle: PathBuf,
     /// MSL dataset root (holds the split files and calibrated/).
     pub data: PathBuf,
-    /// Held-out labeled split for the temperature; `None` keeps temperature 1.
-    pub held_out: Option<String>,
+    /// Held-out labeled images for the temperature.
+    pub held_out: HeldOut,
     /// Use only the first this many held-out images (all when `None`).
     pub limit: Option<usize>,
+}
+
+/// The labeled images a temperature is fitted on, none of which the classifier trained on.
+#[derive(Debug, Clone)]
+pub enum HeldOut {
+    /// No held-out images: temperature 1.
+    None,
+    /// A split file relative to the dataset root (not one of the bundle's training splits).
+    Split(String),
+    /// A slice of the training splits that the trainer kept out of the classifier's training,
+    /// named for the manifest's `fitted_on`.
+    Slice {
+        /// Description, e.g. `every 10th image of the training splits`.
+        name: String,
+        /// The images (paths relative to the dataset root, or absolute).
+        items: Vec<onboard::labels::Labeled>,
+    },
+}
+
+impl HeldOut {
+    /// `Split(name)`, or `None` for `None`.
+    pub fn split(name: Option<String>) -> Self {
+        name.map_or(HeldOut::None, HeldOut::Split)
+    }
+
+    fn name(&self) -> String {
+        match self {
+            HeldOut::None => "none".into(),
+            HeldOut::Split(s) => s.clone(),
+            HeldOut::Slice { name, .. } => name.clone(),
+        }
+    }
 }
 
 /// What was written, with the held-out fit's before/after negative log-likelihood.
@@ -31,6 +63,9 @@ pub struct CalibrateReport {
     pub class_prior: Vec<(String, f32)>,
     /// Training labels counted.
     pub train_labels: usize,
+    /// What the temperature was fitted on (the manifest's `fitted_on`; `none` when not fitted).
+    #[serde(default)]
+    pub fitted_on: String,
     /// Held-out images the temperature was fitted on (0 without a held-out split).
     pub held_out_images: usize,
     /// Held-out images skipped (unreadable).
@@ -71,18 +106,28 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
             .zip(prior.iter().copied())
             .collect(),
         train_labels: train.len(),
+        fitted_on: opts.held_out.name(),
         held_out_images: 0,
         held_out_skipped: 0,
         nll_t1: None,
         nll_fitted: None,
     };
-    if let Some(split) = &opts.held_out {
-        if m.provenance.train_splits.contains(split) {
-            bail!("{split}: the bundle was trained on this split, so it is not held out; pass another --held-out split or none");
+    let items = match &opts.held_out {
+        HeldOut::None => None,
+        HeldOut::Split(split) => {
+            if m.provenance.train_splits.contains(split) {
+                bail!("{split}: the bundle was trained on this split, so it is not held out; pass another --held-out split or none");
+            }
+            Some(split_items(&opts.data, split, classes)?)
         }
-        let (logits, truth, skipped) = held_out_logits(bundle, &opts.data, split, opts.limit)?;
+        HeldOut::Slice { items, .. } => Some(items.clone()),
+    };
+    let name = opts.held_out.name();
+    if let Some(mut items) = items {
+        items.truncate(opts.limit.unwrap_or(usize::MAX));
+        let (logits, truth, skipped) = held_out_logits(bundle, &opts.data, &items)?;
         let t = fit_temperature(&logits, classes, &truth)
-            .with_context(|| format!("{split}: cannot fit a temperature (no usable images)"))?;
+            .with_context(|| format!("{name}: cannot fit a temperature (no usable images)"))?;
         report.temperature = t;
         report.held_out_images = truth.len();
         report.held_out_skipped = skipped;
@@ -93,7 +138,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
     manifest.calibration = Some(Calibration {
         temperature: report.temperature,
         class_prior: prior,
-        fitted_on: opts.held_out.clone().unwrap_or_else(|| "none".into()),
+        fitted_on: report.fitted_on.clone(),
     });
     manifest
         .validate()
@@ -130,20 +175,16 @@ fn split_items(
 }
 
 /// Raw classifier logits (row-major `[images, classes]`), labels and the count of skipped
-/// images for (the first `limit` images of) a held-out split, through the onboard pipeline at the default precision.
+/// images for held-out `items`, through the onboard pipeline at the default precision.
 fn held_out_logits(
     bundle: Bundle,
     data: &Path,
-    split: &str,
-    limit: Option<usize>,
+    items: &[onboard::labels::Labeled],
 ) -> anyhow::Result<(Vec<f32>, Vec<usize>, usize)> {
-    let classes = bundle.manifest.classes.len();
-    let mut items = split_items(data, split, classes)?;
-    items.truncate(limit.unwrap_or(usize::MAX));
     let mut a = onboard::pipeline::Analyzer::new(bundle)?;
     let (mut logits, mut truth, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let bar = crate::progress::bar(items.len() as u64, "held-out logits");
-    for item in &items {
+    for item in items {
         bar.inc(1);
         let ok = a.load_input(&data.join(&item.file)).is_ok()
             && a.encode().is_ok()

@@ -145,6 +145,51 @@ fn train_export_check_and_eval() {
     assert!(doc["nmi"].as_f64().unwrap() > 0.0);
 }
 
+/// Trained on train + validation (nothing held out), the temperature is fitted on the slice of
+/// training kept out of the classifier's training.
+#[test]
+fn trained_on_everything_the_temperature_uses_a_held_out_training_slice() {
+    let Some(data) = msl_data() else {
+        eprintln!("MSL_DATA not set: skipping");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("models/all");
+    let mut config = tiny_config();
+    config.limit_images = Some(40);
+    config.calibration_holdout = 8;
+    let opts = TrainOptions {
+        data,
+        train_splits: vec![
+            "train-calibrated-shuffled.txt".into(),
+            "val-calibrated-shuffled.txt".into(),
+        ],
+        val_split: None,
+        unlabeled: vec![],
+        pretrained: None,
+        out: out.clone(),
+        work: tmp.path().join("run"),
+        device: DeviceChoice::Cpu,
+        config,
+        command: "e2e test".into(),
+    };
+    let report = run::run(&opts).expect("training runs");
+    // 80 labeled images, every 8th held out: 70 trained on, 10 for the temperature.
+    assert_eq!(report.train_images, 70);
+    let cal = report.calibration.as_ref().unwrap();
+    assert_eq!(cal.held_out_images + cal.held_out_skipped, 10);
+    assert!(cal.fitted_on.starts_with("every 8th image"), "{cal:?}");
+    assert!(cal.nll_fitted.unwrap() <= cal.nll_t1.unwrap() + 1e-9);
+    let written = onboard::bundle::Bundle::load(&out)
+        .unwrap()
+        .manifest
+        .calibration
+        .unwrap();
+    assert_eq!(written.fitted_on, cal.fitted_on);
+    assert_eq!(written.temperature, cal.temperature);
+    assert_ne!(written.temperature, 1.0);
+}
+
 #[test]
 fn autoencoder_loss_falls_on_real_images() {
     let Some(data) = msl_data() else {

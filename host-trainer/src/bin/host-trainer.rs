@@ -297,7 +297,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let opts = temperature::CalibrateOptions {
         bundle: a.bundle,
         data: a.data,
-        held_out: (a.held_out != "none").then_some(a.held_out),
+        held_out: temperature::HeldOut::split((a.held_out != "none").then_some(a.held_out)),
         limit: None,
     };
     let r = temperature::calibrate(&opts)?;

@@ -12,8 +12,9 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::effnet::{self, EfficientNetLite, Lite};
 
-/// Pooled features of one split, in split-file order (unreadable images dropped).
-#[derive(Debug)]
+/// Pooled features of one split, in split-file order (unreadable images dropped); also the
+/// cache file's content.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct FeatureSet {
     /// Image files relative to the dataset root, one per row.
     pub files: Vec<String>,
@@ -106,51 +107,29 @@ pub fn split_features(
         spec.side
     ));
     if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Ok(set) = serde_json::from_str::<Cached>(&text) {
-            if let Some(s) = set.into_set() {
-                return Ok(s);
-            }
+        match serde_json::from_str::<FeatureSet>(&text) {
+            Ok(set) if set.is_consistent() => return Ok(set),
+            _ => eprintln!(
+                "features: {} is unreadable; extracting again",
+                file.display()
+            ),
         }
-        eprintln!(
-            "features: {} is unreadable; extracting again",
-            file.display()
-        );
     }
     let set = extract(spec, &weights, data, &split_path, device)?;
     std::fs::create_dir_all(&spec.cache)
         .with_context(|| format!("{}: cannot create the cache folder", spec.cache.display()))?;
-    let cached = Cached {
-        files: set.files.clone(),
-        labels: set.labels.clone(),
-        dim: set.dim,
-        features: set.features.clone(),
-    };
-    onboard::bundle::write_atomic(&file, serde_json::to_string(&cached)?.as_bytes())
+    onboard::bundle::write_atomic(&file, serde_json::to_string(&set)?.as_bytes())
         .with_context(|| format!("{}: cannot write the feature cache", file.display()))?;
     Ok(set)
 }
 
-/// The cache file's content.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Cached {
-    files: Vec<String>,
-    labels: Vec<usize>,
-    dim: usize,
-    features: Vec<f32>,
-}
-
-impl Cached {
-    fn into_set(self) -> Option<FeatureSet> {
-        let ok = self.dim > 0
+impl FeatureSet {
+    /// Whether the shapes agree and every feature is finite (a cache file may be damaged).
+    fn is_consistent(&self) -> bool {
+        self.dim > 0
             && self.files.len() == self.labels.len()
             && self.features.len() == self.files.len() * self.dim
-            && self.features.iter().all(|v| v.is_finite());
-        ok.then_some(FeatureSet {
-            files: self.files,
-            labels: self.labels,
-            features: self.features,
-            dim: self.dim,
-        })
+            && self.features.iter().all(|v| v.is_finite())
     }
 }
 

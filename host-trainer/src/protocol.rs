@@ -143,7 +143,10 @@ fn probe_row(
     )?;
     let mut pred = Vec::with_capacity(val.len());
     for row in logits.chunks_exact(c) {
-        let mut probs = softmax(row, temperature);
+        // The rover's own softmax: logits divided by the temperature, then the decision core's.
+        let mut probs: Vec<f32> = row.iter().map(|v| v / temperature).collect();
+        onboard::decide::softmax_argmax(&mut probs)
+            .ok_or_else(|| anyhow::anyhow!("probe: non-finite validation logits"))?;
         adapter.observe(&mut probs)?;
         pred.push(top(&probs));
     }
@@ -154,14 +157,6 @@ fn probe_row(
         fixed,
         adapted,
     })
-}
-
-/// Softmax of `logits / t`.
-fn softmax(logits: &[f32], t: f32) -> Vec<f32> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let e: Vec<f32> = logits.iter().map(|v| ((v - max) / t).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
 }
 
 /// Features L2-normalized per row when `l2`.

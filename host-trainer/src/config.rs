@@ -81,6 +81,10 @@ pub struct TrainConfig {
     /// stage and `classifier_channels`).
     #[serde(default)]
     pub semi: Option<crate::semi::SemiConfig>,
+    /// When set, the classifier is a frozen pretrained backbone with a linear probe (the probe
+    /// recipe; replaces `semi` and the small CNN).
+    #[serde(default)]
+    pub probe: Option<crate::probe_recipe::ProbeRecipe>,
 }
 
 fn default_whiten_components() -> usize {
@@ -146,6 +150,7 @@ impl Default for TrainConfig {
             science_values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             threads: 2,
             semi: None,
+            probe: None,
         }
     }
 }
@@ -202,6 +207,18 @@ impl TrainConfig {
             self.whiten_components > 0,
             "whiten_components must be positive"
         );
+        if let Some(p) = &self.probe {
+            anyhow::ensure!(
+                self.semi.is_none(),
+                "config has both `probe` and `semi`: choose one classifier recipe"
+            );
+            p.validate()?;
+            anyhow::ensure!(
+                self.input_size.is_multiple_of(32),
+                "input_size {} must be a multiple of 32 for the probe recipe's backbone",
+                self.input_size
+            );
+        }
         if let Some(s) = &self.semi {
             s.validate()?;
             anyhow::ensure!(

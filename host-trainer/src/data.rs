@@ -237,3 +237,15 @@ pub fn concat(sets: Vec<ImageSet>) -> ImageSet {
         images,
     }
 }
+
+/// Input spec for a square input of side `n`.
+pub fn input_spec(n: u32) -> InputSpec {
+    InputSpec {
+        width: n,
+        height: n,
+        channel_order: "rgb".into(),
+        resize: "triangle".into(),
+        mean: [127.0; 3],
+        std: [128.0; 3],
+    }
+}

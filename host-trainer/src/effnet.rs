@@ -349,6 +349,13 @@ impl EfficientNetLite {
     }
 }
 
+impl nn::ModuleT for EfficientNetLite {
+    /// Pooled features `[b, 1280]` of images `[b, 3, h, w]`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.embed(xs, train)
+    }
+}
+
 /// The weight file of `lite` given `path`: `path` itself when it is a file, else
 /// [`Lite::weight_file`] inside the folder `path`.
 pub fn weights_for(lite: Lite, path: &Path) -> std::path::PathBuf {

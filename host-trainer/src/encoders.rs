@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::cluster::{self, KMeans, KMeansConfig};
+use crate::effnet::EfficientNetLite;
 use crate::evaluate::{self, ClusterMetrics};
 use crate::export::Op;
 use crate::model::{Encoder, Forward, Trunk};
@@ -60,6 +61,8 @@ pub enum Source<'a> {
     Classifier(Trunk<'a>),
     /// The semi-supervised classifier's trunk, for an `n x n` input.
     Semi(SemiTrunk<'a>, i64),
+    /// A frozen EfficientNet-Lite backbone (the probe recipe's trunk), for an `n x n` input.
+    Backbone(&'a EfficientNetLite, i64),
 }
 
 impl Source<'_> {
@@ -74,6 +77,7 @@ impl Source<'_> {
             Source::Autoencoder(e) => e.ops(),
             Source::Classifier(t) => t.ops(),
             Source::Semi(t, n) => t.ops(*n, *n),
+            Source::Backbone(b, n) => b.ops(*n, *n),
         }
     }
 
@@ -81,7 +85,9 @@ impl Source<'_> {
     pub fn kind(&self) -> ClusterEncoder {
         match self {
             Source::Autoencoder(_) => ClusterEncoder::Autoencoder,
-            Source::Classifier(_) | Source::Semi(..) => ClusterEncoder::Classifier,
+            Source::Classifier(_) | Source::Semi(..) | Source::Backbone(..) => {
+                ClusterEncoder::Classifier
+            }
         }
     }
 
@@ -91,6 +97,7 @@ impl Source<'_> {
             Source::Autoencoder(e) => *e,
             Source::Classifier(t) => t,
             Source::Semi(t, _) => t,
+            Source::Backbone(b, _) => *b,
         }
     }
 }

@@ -145,7 +145,7 @@ fn extract(
     let vs = nn::VarStore::new(device);
     let net = EfficientNetLite::new(&vs.root(), spec.lite, 0, false);
     effnet::load_pretrained(&vs, "", weights, &["_fc."])?;
-    let input = crate::run::input_spec(spec.side);
+    let input = crate::data::input_spec(spec.side);
     let (mut files, mut labels, mut features) = (Vec::new(), Vec::new(), Vec::new());
     let started = std::time::Instant::now();
     for chunk in items.chunks(256) {

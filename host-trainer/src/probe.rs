@@ -90,9 +90,11 @@ impl Probe {
     }
 
     /// Logits `[n, classes]` of `x: [n, dim]`.
+    /// `x` may live on any device; the logits are on the probe's (the CPU).
     pub fn logits(&self, x: &Tensor) -> Tensor {
         tch::no_grad(|| {
-            ((x.to_kind(Kind::Float) - &self.mean) / &self.std).matmul(&self.w) + &self.b
+            let x = x.to_kind(Kind::Float).to_device(self.w.device());
+            ((x - &self.mean) / &self.std).matmul(&self.w) + &self.b
         })
     }
 
@@ -106,6 +108,32 @@ impl Probe {
             crate::model::to_vec(&b),
         )
     }
+}
+
+/// The class prior a probe's probabilities refer to: a probe trained with logit adjustment
+/// `tau` on labels with prior `prior` predicts `p(y | x)` under the prior proportional to
+/// `prior^(1 - tau)` (uniform at `tau = 1`), which is what prior adaptation must start from
+/// and what its temperature is fitted for. Entries are floored at 1e-6 and sum to 1.
+pub fn output_prior(prior: &[f32], tau: f64) -> Vec<f32> {
+    let raw: Vec<f64> = prior
+        .iter()
+        .map(|&p| (p.max(1e-12) as f64).powf(1.0 - tau))
+        .collect();
+    let total: f64 = raw.iter().sum();
+    let q: Vec<f64> = raw.iter().map(|v| (v / total).max(1e-6)).collect();
+    let total: f64 = q.iter().sum();
+    q.iter().map(|v| (v / total) as f32).collect()
+}
+
+/// Per-class weights `output / labels` that make held-out rows labelled with prior `labels`
+/// stand for a population with prior `output` (for
+/// [`onboard::bundle::fit_temperature_weighted`]).
+pub fn reweighting(labels: &[f32], output: &[f32]) -> Vec<f32> {
+    labels
+        .iter()
+        .zip(output)
+        .map(|(p, q)| q / p.max(1e-12))
+        .collect()
 }
 
 /// Logits of every row of `x` from probes fitted without it (`folds`-fold cross-fitting, rows
@@ -173,6 +201,25 @@ mod tests {
         let direct = x.matmul(&w.tr()) + Tensor::from_slice(&b);
         let diff = f64::try_from((direct - logits).abs().max()).unwrap();
         assert!(diff < 1e-3, "folded map differs by {diff}");
+    }
+
+    #[test]
+    fn output_prior_flattens_with_the_adjustment() {
+        let p = [0.7f32, 0.2, 0.1];
+        let same = output_prior(&p, 0.0);
+        assert!(
+            same.iter().zip(p).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{same:?}"
+        );
+        let flat = output_prior(&p, 1.0);
+        assert!(
+            flat.iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6),
+            "{flat:?}"
+        );
+        let half = output_prior(&p, 0.5);
+        assert!(half[0] < 0.7 && half[2] > 0.1 && (half.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let w = reweighting(&p, &flat);
+        assert!((w[2] * 0.1 - 1.0 / 3.0).abs() < 1e-6);
     }
 
     #[test]

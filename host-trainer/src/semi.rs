@@ -4,6 +4,8 @@
 //! Variables live in three optimizer groups: [`GROUP_HEAD`], [`GROUP_BACKBONE`],
 //! [`GROUP_PROJECTION`].
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -348,6 +350,28 @@ impl SemiTrunk<'_> {
     /// Inference graph image -> pooled features.
     pub fn ops(&self, h: i64, w: i64) -> Vec<Op> {
         self.0.trunk_ops(h, w)
+    }
+}
+
+/// Loads the ImageNet weights into an EfficientNet-Lite backbone built by [`SemiNet::new`]
+/// in `vs`; returns their sha256 (`None` for the small CNN, which starts from scratch).
+pub fn load_backbone(
+    vs: &nn::VarStore,
+    semi: &SemiConfig,
+    pretrained: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    match (semi.backbone.lite(), pretrained) {
+        (Some(lite), Some(p)) => {
+            let p = effnet::weights_for(lite, p);
+            let set = effnet::load_pretrained(vs, "backbone.", &p, &["_fc."])?;
+            eprintln!("pretrained: {set} tensors from {}", p.display());
+            Ok(Some(onboard::bundle::sha256_file(&p)?))
+        }
+        (Some(lite), None) => anyhow::bail!(
+            "the {} backbone needs --pretrained (the weights folder scripts/setup.sh writes; $TRIAGE_WEIGHTS)",
+            lite.name()
+        ),
+        (None, _) => Ok(None),
     }
 }
 

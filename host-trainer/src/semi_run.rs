@@ -14,7 +14,7 @@ use crate::device::{self, DeviceChoice};
 use crate::evaluate::{self, ClassificationMetrics, Parity};
 use crate::semi::{SemiConfig, SemiNet};
 use crate::semi_train::{self, SemiData, SemiHistory};
-use crate::{effnet, export, figures, run};
+use crate::{export, figures};
 
 /// Everything that determines a semi-supervised run; with the same data it reproduces it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,28 +126,6 @@ pub struct SemiReport {
     pub config: SemiRunConfig,
 }
 
-/// Loads the ImageNet weights into an EfficientNet-Lite0 backbone built by [`SemiNet::new`]
-/// in `vs`; returns their sha256 (`None` for the small CNN, which starts from scratch).
-pub fn load_backbone(
-    vs: &nn::VarStore,
-    semi: &SemiConfig,
-    pretrained: Option<&Path>,
-) -> anyhow::Result<Option<String>> {
-    match (semi.backbone.lite(), pretrained) {
-        (Some(lite), Some(p)) => {
-            let p = effnet::weights_for(lite, p);
-            let set = effnet::load_pretrained(vs, "backbone.", &p, &["_fc."])?;
-            eprintln!("pretrained: {set} tensors from {}", p.display());
-            Ok(Some(onboard::bundle::sha256_file(&p)?))
-        }
-        (Some(lite), None) => anyhow::bail!(
-            "the {} backbone needs --pretrained (the weights folder scripts/setup.sh writes; $TRIAGE_WEIGHTS)",
-            lite.name()
-        ),
-        (None, _) => Ok(None),
-    }
-}
-
 /// Runs training, evaluation and export; returns the report (also written to disk).
 pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
     let cfg = &opts.config;
@@ -158,7 +136,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
     std::fs::create_dir_all(&opts.work)
         .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
     let classes = data::class_names(&opts.data)?;
-    let spec = run::input_spec(cfg.input_size);
+    let spec = data::input_spec(cfg.input_size);
     let (train, val) = data::load_train_val(
         &opts.data,
         &opts.train_splits,
@@ -189,7 +167,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
 
     let vs = nn::VarStore::new(device);
     let net = SemiNet::new(&vs, &cfg.semi, classes.len() as i64);
-    let pretrained_sha256 = load_backbone(&vs, &cfg.semi, opts.pretrained.as_deref())?;
+    let pretrained_sha256 = crate::semi::load_backbone(&vs, &cfg.semi, opts.pretrained.as_deref())?;
 
     let val_truth = val.as_ref().map(ImageSet::labels_usize);
     let data = SemiData {
@@ -210,7 +188,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
         device,
         cfg.max_steps,
         |epoch, h| {
-            run::save_weights(&vs, cfg, &opts.work, "semi")?;
+            crate::train::save_weights(&vs, cfg, &opts.work, "semi")?;
             if let (true, Some(v), Some(t)) = (cfg.eval_every_epoch, &val, &val_truth) {
                 let pred = evaluate::predict(&net, &v.images, device);
                 let top1 = onboard::metrics::accuracy(t, &pred);
@@ -228,7 +206,7 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
             Ok(())
         },
     )?;
-    run::save_weights(&vs, cfg, &opts.work, "semi")?;
+    crate::train::save_weights(&vs, cfg, &opts.work, "semi")?;
 
     let validation = match (&val, &val_truth) {
         (Some(v), Some(t)) => {
@@ -285,8 +263,8 @@ pub fn run(opts: &SemiOptions) -> anyhow::Result<SemiReport> {
     );
     let report = SemiReport {
         command: opts.command.clone(),
-        device: format!("{device:?} on {}", run::machine()),
-        source_commit: run::source_commit(),
+        device: format!("{device:?} on {}", crate::provenance::machine()),
+        source_commit: crate::provenance::source_commit(),
         train_images: train.len(),
         unlabeled_images,
         pretrained_sha256,

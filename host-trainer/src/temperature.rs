@@ -1,13 +1,18 @@
 //! Probability calibration of a bundle's classifier for on-board class-prior adaptation: the
-//! training class prior (from the bundle's training split labels) and a softmax temperature
-//! fitted on a held-out labeled split (temperature scaling), written into the manifest's
-//! `calibration` section. EM prior adaptation (Saerens et al. 2002) needs both: posteriors
-//! that are calibrated, and the prior they were trained under.
+//! class prior its probabilities refer to (the training labels' prior, flattened to
+//! `prior^(1 - tau)` for a probe trained with logit adjustment `tau`) and a softmax temperature
+//! fitted on a held-out labeled split (temperature scaling; the held-out rows reweighted to
+//! that prior), written into the manifest's `calibration` section. EM prior adaptation
+//! (Saerens et al. 2002) needs both: posteriors that are calibrated, and the prior they refer
+//! to.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use onboard::bundle::{class_prior, fit_temperature, nll_at_temperature, Bundle, Calibration};
+use onboard::bundle::{
+    class_prior, fit_temperature_weighted, nll_at_temperature_weighted, Bundle, Calibration,
+    Manifest,
+};
 
 /// What `host-trainer calibrate` does.
 #[derive(Debug, Clone)]
@@ -59,8 +64,11 @@ impl HeldOut {
 pub struct CalibrateReport {
     /// The section written into the manifest.
     pub temperature: f32,
-    /// Training class prior, by class name.
+    /// The class prior the classifier's probabilities refer to, by class name.
     pub class_prior: Vec<(String, f32)>,
+    /// The classifier's logit adjustment (0 unless it is a logit-adjusted probe).
+    #[serde(default)]
+    pub logit_adjust: f64,
     /// Training labels counted.
     pub train_labels: usize,
     /// What the temperature was fitted on (the manifest's `fitted_on`; `none` when not fitted).
@@ -70,7 +78,8 @@ pub struct CalibrateReport {
     pub held_out_images: usize,
     /// Held-out images skipped (unreadable).
     pub held_out_skipped: usize,
-    /// Mean negative log-likelihood on the held-out images at temperature 1 and at the fit.
+    /// Mean negative log-likelihood on the held-out images (reweighted to `class_prior`) at
+    /// temperature 1 and at the fit.
     pub nll_t1: Option<f64>,
     /// See `nll_t1`.
     pub nll_fitted: Option<f64>,
@@ -96,7 +105,10 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
             opts.bundle.display()
         );
     }
-    let prior = class_prior(&train, classes);
+    let label_prior = class_prior(&train, classes);
+    let tau = logit_adjust(&m);
+    let prior = crate::probe::output_prior(&label_prior, tau);
+    let weights = crate::probe::reweighting(&label_prior, &prior);
     let mut report = CalibrateReport {
         temperature: 1.0,
         class_prior: m
@@ -106,6 +118,7 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
             .zip(prior.iter().copied())
             .collect(),
         train_labels: train.len(),
+        logit_adjust: tau,
         fitted_on: opts.held_out.name(),
         held_out_images: 0,
         held_out_skipped: 0,
@@ -126,13 +139,15 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
     if let Some(mut items) = items {
         items.truncate(opts.limit.unwrap_or(usize::MAX));
         let (logits, truth, skipped) = held_out_logits(bundle, &opts.data, &items)?;
-        let t = fit_temperature(&logits, classes, &truth)
+        let w = Some(weights.as_slice());
+        let t = fit_temperature_weighted(&logits, classes, &truth, w)
             .with_context(|| format!("{name}: cannot fit a temperature (no usable images)"))?;
         report.temperature = t;
         report.held_out_images = truth.len();
         report.held_out_skipped = skipped;
-        report.nll_t1 = Some(nll_at_temperature(&logits, classes, &truth, 1.0));
-        report.nll_fitted = Some(nll_at_temperature(&logits, classes, &truth, f64::from(t)));
+        let nll = |t: f64| nll_at_temperature_weighted(&logits, classes, &truth, t, w);
+        report.nll_t1 = Some(nll(1.0));
+        report.nll_fitted = Some(nll(f64::from(t)));
     }
     let mut manifest = m;
     manifest.calibration = Some(Calibration {
@@ -147,6 +162,15 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
         .write(&opts.bundle)
         .with_context(|| format!("{}: cannot write the manifest", opts.bundle.display()))?;
     Ok(report)
+}
+
+/// The logit adjustment of the bundle's classifier, read from its training config: the probe
+/// recipe's `logit_adjust`, 0 for every other classifier.
+fn logit_adjust(m: &Manifest) -> f64 {
+    serde_json::from_value::<crate::config::TrainConfig>(m.provenance.config.clone())
+        .ok()
+        .and_then(|c| c.probe)
+        .map_or(0.0, |p| p.probe.logit_adjust)
 }
 
 /// The items of a split file (lines `calibrated/NAME.JPG CLASS_ID`), every class id checked

@@ -1,7 +1,10 @@
 //! Training loops for the autoencoder (MSE) and the classifier (cross-entropy), with seeded
 //! shuffles and augmentation, per-epoch loss history and progress bars.
 
+use std::path::Path;
 use std::time::Instant;
+
+use anyhow::Context;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -14,8 +17,8 @@ use crate::augment;
 use crate::config::{StageConfig, TrainConfig};
 use crate::model::{Autoencoder, Classifier};
 
-/// What a training stage did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a training stage did (empty for a stage that did not run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     /// Mean training loss of each epoch.
     pub epoch_loss: Vec<f64>,
@@ -178,6 +181,30 @@ pub fn train_classifier(
             )
         },
     )
+}
+
+/// Saves `vs` as `dir/STEM.safetensors` (through a temporary file and a rename) and `cfg` as
+/// `dir/STEM.config.json` (atomically).
+pub fn save_weights(
+    vs: &nn::VarStore,
+    cfg: &impl serde::Serialize,
+    dir: &Path,
+    stem: &str,
+) -> anyhow::Result<()> {
+    let weights = dir.join(format!("{stem}.safetensors"));
+    let tmp = dir.join(format!(".{stem}.safetensors.tmp"));
+    vs.save(&tmp)
+        .with_context(|| format!("{}: cannot save weights", tmp.display()))?;
+    std::fs::rename(&tmp, &weights)
+        .with_context(|| format!("{}: cannot move weights into place", weights.display()))?;
+    let json = serde_json::to_string_pretty(cfg)?;
+    onboard::bundle::write_atomic(&dir.join(format!("{stem}.config.json")), json.as_bytes())
+        .with_context(|| {
+            format!(
+                "{}: cannot save the config beside the weights",
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ fn train_export_check_and_eval() {
         device: DeviceChoice::Auto,
         config: tiny_config(),
         command: "e2e test".into(),
+        protocol: None,
     };
     let report = run::run(&opts).expect("training runs");
     assert!(report.cluster_encoder.whiten && report.cluster_encoder.dim == 16);
@@ -172,6 +173,7 @@ fn trained_on_everything_the_temperature_uses_a_held_out_training_slice() {
         device: DeviceChoice::Cpu,
         config,
         command: "e2e test".into(),
+        protocol: None,
     };
     let report = run::run(&opts).expect("training runs");
     // 80 labeled images, every 8th held out: 70 trained on, 10 for the temperature.
@@ -199,7 +201,7 @@ fn autoencoder_loss_falls_on_real_images() {
     use host_trainer::{data as d, model::Autoencoder, train};
     let cfg = tiny_config();
     tch::manual_seed(3);
-    let spec = run::input_spec(cfg.input_size);
+    let spec = host_trainer::data::input_spec(cfg.input_size);
     let classes = d::class_names(&data).unwrap();
     let set = d::load_split(&data, d::TRAIN_SPLIT, &spec, Some(64), classes.len()).unwrap();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);

@@ -46,7 +46,7 @@ fn one_step_lowers_the_objective_on_real_images() {
         eprintln!("MSL_DATA or TRIAGE_EFFNET_LITE0 not set: skipping");
         return;
     };
-    let spec = run::input_spec(64);
+    let spec = host_trainer::data::input_spec(64);
     let classes = d::class_names(&data).unwrap();
     let set = d::load_split(&data, d::TRAIN_SPLIT, &spec, Some(96), classes.len()).unwrap();
     // No dropout: the comparison must not depend on the global torch RNG (tests share it).
@@ -118,6 +118,7 @@ fn semi_bundle_exports_and_onnx_runtime_agrees_with_tract() {
         device: DeviceChoice::Cpu,
         config,
         command: "semi test".into(),
+        protocol: None,
     };
     let report = run::run(&opts).unwrap();
     assert_eq!(report.semi.as_ref().unwrap().steps, 2);

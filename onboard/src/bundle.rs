@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 mod calibration;
 pub use calibration::{
-    class_prior, fit_temperature, nll_at_temperature, Adaptation, Calibration,
-    PRIOR_WINDOW_CAPACITY,
+    class_prior, fit_temperature, fit_temperature_weighted, nll_at_temperature,
+    nll_at_temperature_weighted, Adaptation, Calibration, PRIOR_WINDOW_CAPACITY,
 };
 
 /// The bundle format version this build reads and writes.

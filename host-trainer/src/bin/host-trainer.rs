@@ -101,6 +101,9 @@ struct ProtocolArgs {
     /// k-means restarts.
     #[arg(long, default_value_t = 4)]
     restarts: usize,
+    /// PCA-whitening components of the whitened clustering spaces (each also L2-normalized).
+    #[arg(long, default_values_t = [64usize])]
+    whiten: Vec<usize>,
     /// Write the JSON report here too (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -205,6 +208,10 @@ struct TrainArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// Protocol report (`host-trainer protocol --out FILE`) holding the probe recipe's row at
+    /// this input side: its figures go into the report and the model card.
+    #[arg(long)]
+    protocol: Option<PathBuf>,
     /// Print the run report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -246,6 +253,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         device: a.device,
         config,
         command: command_line(),
+        protocol: a.protocol,
     };
     let report = run::run(&opts)?;
     if a.json {
@@ -366,6 +374,7 @@ fn protocol(a: ProtocolArgs) -> anyhow::Result<()> {
             tol: 1e-5,
             seed: 17,
         },
+        whiten: a.whiten.clone(),
         adaptation: onboard::bundle::Adaptation::default(),
     };
     let classes = host_trainer::data::class_names(&a.data)?;

@@ -138,17 +138,35 @@ pub fn class_prior(labels: &[usize], classes: usize) -> Vec<f32> {
 /// Mean negative log-likelihood of `truth` under `softmax(logits / t)`; `logits` is row-major
 /// `[truth.len(), classes]`.
 pub fn nll_at_temperature(logits: &[f32], classes: usize, truth: &[usize], t: f64) -> f64 {
-    let mut total = 0.0f64;
+    nll_at_temperature_weighted(logits, classes, truth, t, None)
+}
+
+/// As [`nll_at_temperature`], each row weighted by `class_weights[truth]` (weighted mean);
+/// `None` weighs every row 1. Every label must be below `class_weights.len()`.
+pub fn nll_at_temperature_weighted(
+    logits: &[f32],
+    classes: usize,
+    truth: &[usize],
+    t: f64,
+    class_weights: Option<&[f32]>,
+) -> f64 {
+    let (mut total, mut mass) = (0.0f64, 0.0f64);
     for (row, &y) in logits.chunks_exact(classes).zip(truth) {
+        let w = class_weights.map_or(1.0, |cw| cw[y] as f64);
         let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
         let log_sum = row
             .iter()
             .map(|v| ((*v as f64 - max) / t).exp())
             .sum::<f64>()
             .ln();
-        total += log_sum - (row[y] as f64 - max) / t;
+        total += w * (log_sum - (row[y] as f64 - max) / t);
+        mass += w;
     }
-    total / truth.len().max(1) as f64
+    if mass > 0.0 {
+        total / mass
+    } else {
+        0.0
+    }
 }
 
 /// The softmax temperature in `[0.05, 20]` that minimizes the mean negative log-likelihood of
@@ -157,6 +175,21 @@ pub fn nll_at_temperature(logits: &[f32], classes: usize, truth: &[usize], t: f6
 /// must be below `classes`. Returns `None` for no rows, mismatched lengths, an out-of-range
 /// label or a non-finite logit.
 pub fn fit_temperature(logits: &[f32], classes: usize, truth: &[usize]) -> Option<f32> {
+    fit_temperature_weighted(logits, classes, truth, None)
+}
+
+/// As [`fit_temperature`], with the negative log-likelihood weighted per row by
+/// `class_weights[truth]` (`classes` finite non-negative values, not all of the labels' zero):
+/// with weights `q / p` the held-out rows, labelled with class frequencies `p`, stand for a
+/// population with class prior `q`. This calibrates a classifier whose probabilities refer to
+/// prior `q` (e.g. a logit-adjusted one, which refers to a flatter prior than its training
+/// labels). Returns `None` as [`fit_temperature`] does, and for bad weights.
+pub fn fit_temperature_weighted(
+    logits: &[f32],
+    classes: usize,
+    truth: &[usize],
+    class_weights: Option<&[f32]>,
+) -> Option<f32> {
     if truth.is_empty()
         || classes == 0
         || logits.len() != truth.len() * classes
@@ -165,7 +198,15 @@ pub fn fit_temperature(logits: &[f32], classes: usize, truth: &[usize]) -> Optio
     {
         return None;
     }
-    let f = |u: f64| nll_at_temperature(logits, classes, truth, u.exp());
+    if let Some(cw) = class_weights {
+        if cw.len() != classes
+            || cw.iter().any(|w| !w.is_finite() || *w < 0.0)
+            || truth.iter().all(|&y| cw[y] == 0.0)
+        {
+            return None;
+        }
+    }
+    let f = |u: f64| nll_at_temperature_weighted(logits, classes, truth, u.exp(), class_weights);
     let (mut a, mut b) = (0.05f64.ln(), 20.0f64.ln());
     let g = (5.0f64.sqrt() - 1.0) / 2.0;
     let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
@@ -222,6 +263,31 @@ mod tests {
         assert!((t - 3.0).abs() < 0.1, "t = {t}");
         let at = |t: f64| nll_at_temperature(&logits, classes, &truth, t);
         assert!(at(t as f64) <= at(1.0) && at(t as f64) <= at(5.0));
+    }
+
+    #[test]
+    fn weighted_temperature_equals_the_plain_one_on_a_duplicated_class() {
+        // Weight 2 on class 0 is the same as every class-0 row appearing twice.
+        let logits = [2.0f32, 0.0, 0.5, 0.4, -1.0, 1.0, 1.5, -0.5];
+        let truth = [0, 1, 1, 0];
+        let w = fit_temperature_weighted(&logits, 2, &truth, Some(&[2.0, 1.0])).unwrap();
+        let mut dl = logits.to_vec();
+        dl.extend_from_slice(&logits[0..2]);
+        dl.extend_from_slice(&logits[6..8]);
+        let plain = fit_temperature(&dl, 2, &[0, 1, 1, 0, 0, 0]).unwrap();
+        assert!((w - plain).abs() < 1e-4, "{w} vs {plain}");
+        assert_eq!(
+            fit_temperature_weighted(&logits, 2, &truth, Some(&[1.0])),
+            None
+        );
+        assert_eq!(
+            fit_temperature_weighted(&logits, 2, &truth, Some(&[0.0, 0.0])),
+            None
+        );
+        assert_eq!(
+            fit_temperature_weighted(&logits, 2, &truth, Some(&[-1.0, 1.0])),
+            None
+        );
     }
 
     #[test]

@@ -26,6 +26,99 @@ pub enum ClusterEncoder {
     Auto,
 }
 
+/// Which clustering variants a run fits and compares.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice {
+    /// The configured encoder (`auto` compares every source with raw / L2 / whitened /
+    /// whitened + L2 features).
+    pub mode: ClusterEncoder,
+    /// L2-normalize (for a fixed encoder).
+    pub l2: bool,
+    /// Whiten (for a fixed encoder).
+    pub whiten: bool,
+    /// Whitening components.
+    pub whiten_components: usize,
+}
+
+/// The chosen clustering: which source (index into the `sources` given), the fitted variant,
+/// and every variant compared.
+#[derive(Debug)]
+pub struct Chosen {
+    /// Index of the chosen source.
+    pub source: usize,
+    /// The chosen variant, fitted.
+    pub fitted: Fitted,
+    /// Every variant compared, in the order fitted.
+    pub compared: Vec<Variant>,
+}
+
+/// Fits k-means for every variant `choice` names over `sources` (the classifier's trunk
+/// first, then the autoencoder's encoder when there is one) on the training images and keeps
+/// the best by [`Variant::score`] (ties: the earlier).
+pub fn choose(
+    choice: Choice,
+    sources: &[Source<'_>],
+    train: &crate::data::ImageSet,
+    val: Option<&crate::data::ImageSet>,
+    km: &KMeansConfig,
+    device: Device,
+) -> anyhow::Result<Chosen> {
+    use anyhow::Context;
+    let variants: Vec<(usize, bool, bool)> = match choice.mode {
+        ClusterEncoder::Auto => (0..sources.len())
+            .flat_map(|si| {
+                [
+                    (si, false, false),
+                    (si, true, false),
+                    (si, false, true),
+                    (si, true, true),
+                ]
+            })
+            .collect(),
+        ClusterEncoder::Classifier => vec![(0, choice.l2, choice.whiten)],
+        ClusterEncoder::Autoencoder => {
+            let si = sources
+                .iter()
+                .position(|s| s.kind() == ClusterEncoder::Autoencoder)
+                .context("the autoencoder is the clustering encoder but was not trained")?;
+            vec![(si, choice.l2, choice.whiten)]
+        }
+    };
+    let train_truth = train.labels_usize();
+    let val_truth = val.map(crate::data::ImageSet::labels_usize);
+    let mut raw: Vec<Option<RawFeatures>> = sources.iter().map(|_| None).collect();
+    let mut fitted = Vec::new();
+    for (si, l2, whiten) in variants {
+        let features = raw[si].get_or_insert_with(|| {
+            RawFeatures::of(&sources[si], &train.images, val.map(|v| &v.images), device)
+        });
+        let whiten = whiten.then_some(choice.whiten_components);
+        let f = fit_variant(features, l2, whiten, &train_truth, val_truth.as_deref(), km)
+            .context("clustering the training features")?;
+        eprintln!(
+            "clustering {:?} (whiten {}, l2 {}): score {:.4}",
+            f.variant.encoder,
+            f.variant.whiten,
+            f.variant.l2_normalize,
+            f.variant.score()
+        );
+        fitted.push((si, f));
+    }
+    let compared = fitted.iter().map(|(_, f)| f.variant.clone()).collect();
+    let best = (0..fitted.len())
+        .max_by(|&a, &b| {
+            let (sa, sb) = (fitted[a].1.variant.score(), fitted[b].1.variant.score());
+            sa.total_cmp(&sb).then(b.cmp(&a))
+        })
+        .context("no clustering variant")?;
+    let (source, fitted) = fitted.swap_remove(best);
+    Ok(Chosen {
+        source,
+        fitted,
+        compared,
+    })
+}
+
 /// One evaluated variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variant {

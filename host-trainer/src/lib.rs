@@ -16,6 +16,7 @@ pub mod effnet;
 pub mod encoders;
 pub mod evaluate;
 pub mod export;
+pub mod export_stage;
 pub mod features;
 pub mod figures;
 pub mod losses;

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::bundle::{
-    ClassEntry, Clustering, DistanceStats, GraphInput, GraphRole, Manifest, Precision, Provenance,
-    FORMAT_VERSION,
+    ClassEntry, Clustering, DistanceStats, Manifest, Precision, Provenance, FORMAT_VERSION,
 };
 use tch::nn;
 
@@ -17,13 +16,13 @@ use crate::data::{self, ImageSet};
 use crate::device::{self, DeviceChoice};
 use crate::encoders::{self, ClusterEncoder, Source};
 use crate::evaluate;
+use crate::export_stage::{export_graphs, Exported, ParityCheck};
 use crate::figures;
 use crate::model::Autoencoder;
 use crate::provenance::{machine, source_commit};
 use crate::report::{self, RunReport};
 use crate::train::{self, save_weights};
 use crate::trained;
-use crate::whiten::Whitening;
 
 /// Inputs of a training run.
 #[derive(Debug, Clone)]
@@ -103,40 +102,23 @@ fn write_validation_figures(
     figures::cluster_montage(&work.join("cluster_montage.png"), &samples, majority, 6)
 }
 
-/// Runs the whole training and export; returns the report (also written to disk).
-pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
-    let cfg = &opts.config;
-    cfg.validate()?;
-    // Read before training, so that a wrong report fails at once.
-    let protocol = match (&opts.protocol, &cfg.probe) {
-        (None, _) => None,
-        (Some(path), Some(recipe)) => {
-            let space = crate::protocol::Space {
-                whiten: cfg.whiten.then_some(cfg.whiten_components),
-                l2: cfg.l2_normalize,
-            };
-            Some(crate::protocol::recipe_figures(
-                path,
-                recipe,
-                cfg.input_size,
-                space,
-            )?)
-        }
-        (Some(path), None) => anyhow::bail!(
-            "{}: protocol figures are for the probe recipe; this config has no `probe` section",
-            path.display()
-        ),
-    };
-    let commit = source_commit();
-    let device = device::resolve(opts.device)?;
-    tch::manual_seed(cfg.seed as i64);
-    tch::set_num_threads(cfg.threads);
-    std::fs::create_dir_all(&opts.work)
-        .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
+/// The data stage's output: labeled training images (less the calibration slice), the
+/// validation split, unlabeled folders, and what the temperature is fitted on.
+struct Data {
+    classes: Vec<String>,
+    train: ImageSet,
+    val: Option<ImageSet>,
+    unlabeled: Vec<ImageSet>,
+    held_out: crate::temperature::HeldOut,
+}
 
+/// Loads the splits and folders; when no split outside the training splits is held out, every
+/// `calibration_holdout`-th training image is set aside for the temperature.
+fn load_data(opts: &TrainOptions) -> anyhow::Result<Data> {
+    let cfg = &opts.config;
     let classes = data::class_names(&opts.data)?;
     let spec = data::input_spec(cfg.input_size);
-    let (train_set, val_set) = data::load_train_val(
+    let (train, val) = data::load_train_val(
         &opts.data,
         &opts.train_splits,
         opts.val_split.as_deref(),
@@ -144,298 +126,113 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         cfg.limit_images,
         classes.len(),
     )?;
-    // The temperature needs images the classifier never trained on: the validation split when
-    // it is held out, else a slice of the training splits.
     let held_split = opts
         .val_split
         .clone()
         .filter(|v| !opts.train_splits.contains(v));
-    let (train_set, calibration_slice) = match (&held_split, cfg.calibration_holdout) {
-        (None, every) if every >= 2 && train_set.len() >= 2 * every => {
-            let (kept, held) = train_set.split_every(every);
-            (kept, Some((every, held)))
+    let every = cfg.calibration_holdout;
+    let (train, held_out) = match held_split {
+        Some(split) => (train, crate::temperature::HeldOut::Split(split)),
+        None if every >= 2 && train.len() >= 2 * every => {
+            let (kept, held) = train.split_every(every);
+            let items = held
+                .paths
+                .iter()
+                .zip(held.labels_usize())
+                .map(|(p, class)| onboard::labels::Labeled {
+                    file: p.to_string_lossy().into_owned(),
+                    class,
+                })
+                .collect();
+            let name = format!("every {every}th image of the training splits (not trained on)");
+            (kept, crate::temperature::HeldOut::Slice { name, items })
         }
-        _ => (train_set, None),
+        None => (train, crate::temperature::HeldOut::None),
     };
     let mut unlabeled = Vec::new();
     for dir in &opts.unlabeled {
         unlabeled.push(data::load_folder(dir, &spec, cfg.limit_images)?);
     }
-    let unlabeled_images: usize = unlabeled.iter().map(ImageSet::len).sum();
     eprintln!(
-        "data: {} labeled training images, {unlabeled_images} unlabeled, {} validation",
-        train_set.len(),
-        val_set.as_ref().map_or(0, ImageSet::len)
+        "data: {} labeled training images, {} unlabeled, {} validation",
+        train.len(),
+        unlabeled.iter().map(ImageSet::len).sum::<usize>(),
+        val.as_ref().map_or(0, ImageSet::len)
     );
+    Ok(Data {
+        classes,
+        train,
+        val,
+        unlabeled,
+        held_out,
+    })
+}
 
+/// The recipe's protocol figures from `opts.protocol` (read before training, so that a wrong
+/// report fails at once).
+fn protocol_figures(opts: &TrainOptions) -> anyhow::Result<Option<crate::protocol::RecipeFigures>> {
+    let cfg = &opts.config;
+    match (&opts.protocol, &cfg.probe) {
+        (None, _) => Ok(None),
+        (Some(path), Some(recipe)) => {
+            let space = crate::protocol::Space {
+                whiten: cfg.whiten.then_some(cfg.whiten_components),
+                l2: cfg.l2_normalize,
+            };
+            crate::protocol::recipe_figures(path, recipe, cfg.input_size, space).map(Some)
+        }
+        (Some(path), None) => anyhow::bail!(
+            "{}: protocol figures are for the probe recipe; this config has no `probe` section",
+            path.display()
+        ),
+    }
+}
+
+/// Trains the autoencoder on the labeled and unlabeled training images when it may be the
+/// clustering encoder (`cluster_encoder` autoencoder or auto); else returns no model and an
+/// empty history.
+fn autoencoder_stage(
+    opts: &TrainOptions,
+    vs: &nn::VarStore,
+    d: &Data,
+    device: tch::Device,
+) -> anyhow::Result<(Option<Autoencoder>, train::History)> {
+    let cfg = &opts.config;
+    if cfg.cluster_encoder == ClusterEncoder::Classifier {
+        return Ok((None, train::History::default()));
+    }
+    let mut all = vec![d.train.images.shallow_clone()];
+    all.extend(d.unlabeled.iter().map(|s| s.images.shallow_clone()));
+    let images = tch::Tensor::cat(&all, 0);
     let n = i64::from(cfg.input_size);
-    let cls_vs = nn::VarStore::new(device);
-    let stage = trained::train_classifier(
-        cfg,
-        opts.pretrained.as_deref(),
-        &opts.work,
-        &cls_vs,
-        &train_set,
-        || {
-            let mut parts = vec![train_set.images.shallow_clone()];
-            parts.extend(val_set.iter().map(|v| v.images.shallow_clone()));
-            parts.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
-            tch::Tensor::cat(&parts, 0)
-        },
-        classes.len(),
-        device,
-    )?;
-    let trained = &stage.trained;
+    let ae = Autoencoder::new(&vs.root(), n, &cfg.ae_channels, cfg.latent_dim);
+    let hist = train::train_autoencoder(&ae, vs, &images, &cfg.autoencoder, cfg.seed, device)?;
+    save_weights(vs, cfg, &opts.work, "autoencoder")?;
+    Ok((Some(ae), hist))
+}
 
-    // The autoencoder trains only when it may be the clustering encoder.
-    let ae_vs = nn::VarStore::new(device);
-    let (ae, ae_hist) = if cfg.cluster_encoder == ClusterEncoder::Classifier {
-        (None, train::History::default())
-    } else {
-        let mut all = vec![train_set.images.shallow_clone()];
-        all.extend(unlabeled.iter().map(|s| s.images.shallow_clone()));
-        let ae_images = tch::Tensor::cat(&all, 0);
-        let ae = Autoencoder::new(&ae_vs.root(), n, &cfg.ae_channels, cfg.latent_dim);
-        let hist =
-            train::train_autoencoder(&ae, &ae_vs, &ae_images, &cfg.autoencoder, cfg.seed, device)?;
-        save_weights(&ae_vs, cfg, &opts.work, "autoencoder")?;
-        (Some(ae), hist)
-    };
-
-    let km_cfg = KMeansConfig {
-        k: cfg.k,
-        restarts: cfg.kmeans_restarts,
-        max_iter: cfg.kmeans_max_iter,
-        tol: cfg.kmeans_tol,
-        seed: cfg.seed,
-    };
-    let train_truth = train_set.labels_usize();
-    let val_truth = val_set.as_ref().map(ImageSet::labels_usize);
-    // Sources: the classifier's trunk first, then the autoencoder's encoder when trained.
-    let mut sources = vec![trained.source(n)];
-    sources.extend(ae.as_ref().map(|a| Source::Autoencoder(&a.encoder)));
-    let variants: Vec<(usize, bool, bool)> = match cfg.cluster_encoder {
-        ClusterEncoder::Auto => (0..sources.len())
-            .flat_map(|si| {
-                [
-                    (si, false, false),
-                    (si, true, false),
-                    (si, false, true),
-                    (si, true, true),
-                ]
-            })
-            .collect(),
-        ClusterEncoder::Autoencoder => vec![(1, cfg.l2_normalize, cfg.whiten)],
-        ClusterEncoder::Classifier => vec![(0, cfg.l2_normalize, cfg.whiten)],
-    };
-    let mut fitted = Vec::new();
-    let mut raw: Vec<Option<encoders::RawFeatures>> = sources.iter().map(|_| None).collect();
-    for (si, l2, whiten) in variants {
-        let features = raw[si].get_or_insert_with(|| {
-            let val = val_set.as_ref().map(|v| &v.images);
-            encoders::RawFeatures::of(&sources[si], &train_set.images, val, device)
-        });
-        let f = encoders::fit_variant(
-            features,
-            l2,
-            whiten.then_some(cfg.whiten_components),
-            &train_truth,
-            val_truth.as_deref(),
-            &km_cfg,
-        )
-        .context("clustering the training features")?;
-        eprintln!(
-            "clustering {:?} (whiten {}, l2 {}): score {:.4}",
-            f.variant.encoder,
-            f.variant.whiten,
-            f.variant.l2_normalize,
-            f.variant.score()
-        );
-        fitted.push((si, f));
-    }
-    let encoder_comparison: Vec<encoders::Variant> =
-        fitted.iter().map(|(_, f)| f.variant.clone()).collect();
-    let best = (0..fitted.len())
-        .max_by(|&a, &b| {
-            fitted[a]
-                .1
-                .variant
-                .score()
-                .total_cmp(&fitted[b].1.variant.score())
-                .then(b.cmp(&a))
-        })
-        .context("no clustering variant")?;
-    let (source_index, chosen) = fitted.swap_remove(best);
-    let source = &sources[source_index];
-    let km = &chosen.kmeans;
-    let dim = chosen.variant.dim;
-    let stats = cluster::distance_stats(&chosen.train_features, km);
-    let train_clustering = chosen.variant.train.clone();
-
-    let majority: Vec<String> =
-        onboard::metrics::cluster_majority_labels(&train_truth, &km.assignment, cfg.k)
-            .iter()
-            .map(|m| m.map_or("(empty)".to_string(), |c| classes[c].clone()))
-            .collect();
-    let (validation_classification, validation_clustering) = match &val_set {
-        Some(v) => {
-            let truth = v.labels_usize();
-            let pred = evaluate::predict(trained.module(), &v.images, device);
-            let assign = chosen.validation_assignment.clone().unwrap_or_default();
-            write_validation_figures(
-                &opts.work, &classes, &truth, &pred, &assign, v, cfg.k, &majority,
-            )?;
-            (
-                Some(evaluate::classification(&truth, &pred, &classes)),
-                Some(evaluate::clustering(&truth, &assign, cfg.k)),
-            )
-        }
-        None => (None, None),
-    };
-    figures::loss_curves(
-        &opts.work.join("training_curves.png"),
-        &[
-            ("autoencoder MSE per epoch", &ae_hist.epoch_loss),
-            ("classifier loss per epoch", &stage.history.epoch_loss),
-        ],
-    )?;
-
-    let staging = Staging::new(&opts.out)?;
-    let name = opts
-        .out
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle".into());
-    let image_shape = [1, 3, n, n];
-    let mut enc_ops = source.ops();
-    enc_ops.extend(chosen.whitening.as_ref().map(Whitening::op));
-    let enc_entry = staging.write_graph(
-        GraphRole::Encoder,
-        &enc_ops,
-        (GraphInput::Image, &image_shape),
-        dim,
-        match source.kind() {
-            ClusterEncoder::Classifier => "classifier trunk: image -> pooled features",
-            _ => "autoencoder encoder: image -> latent",
-        },
-    )?;
-    // When k-means runs on the classifier's own (unwhitened) features, the classifier graph is
-    // only its head and reads the encoder's output: the backbone runs once per image on board.
-    let shared = source.kind() == ClusterEncoder::Classifier && chosen.whitening.is_none();
-    let (head_ops, head) = trained.head();
-    let cls_entry = if shared {
-        staging.write_graph(
-            GraphRole::Classifier,
-            &head_ops,
-            (GraphInput::Latent, &[1, dim as i64]),
-            classes.len(),
-            "classifier head: encoder output -> class logits",
-        )?
-    } else {
-        staging.write_graph(
-            GraphRole::Classifier,
-            &trained.ops(n),
-            (GraphInput::Image, &image_shape),
-            classes.len(),
-            "classifier: image -> class logits",
-        )?
-    };
-    let parity_images = val_set.as_ref().map_or(&train_set.images, |v| &v.images);
-    let enc_file = staging.dir.join(&enc_entry.file);
-    let encoder_parity = match &chosen.whitening {
-        Some(w) => {
-            let whitened = w.after(source.module());
-            evaluate::parity(
-                &whitened,
-                &enc_file,
-                parity_images,
-                cfg.parity_images,
-                device,
-            )?
-        }
-        None => evaluate::parity(
-            source.module(),
-            &enc_file,
-            parity_images,
-            cfg.parity_images,
-            device,
-        )?,
-    };
-    let classifier_parity = if shared {
-        let count = (cfg.parity_images as i64).min(parity_images.size()[0]);
-        let features = evaluate::infer(source.module(), &parity_images.narrow(0, 0, count), device);
-        evaluate::parity(
-            head.as_ref(),
-            &staging.dir.join(&cls_entry.file),
-            &features,
-            cfg.parity_images,
-            device,
-        )?
-    } else {
-        evaluate::parity(
-            trained.module(),
-            &staging.dir.join(&cls_entry.file),
-            parity_images,
-            cfg.parity_images,
-            device,
-        )?
-    };
-    for (what, p) in [
-        ("encoder", encoder_parity),
-        ("classifier", classifier_parity),
-    ] {
-        anyhow::ensure!(
-            p.max_abs_diff <= cfg.parity_tolerance,
-            "{what}: tch and tract outputs differ by {:.3e} (> {:.0e}); the exported graph is wrong, the bundle was not written",
-            p.max_abs_diff,
-            cfg.parity_tolerance
-        );
-    }
-    let files = [&enc_entry, &cls_entry]
-        .iter()
-        .map(|g| {
-            let len = std::fs::metadata(staging.dir.join(&g.file))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            (g.file.clone(), len)
-        })
-        .collect();
-
-    let mut report = RunReport {
-        name: name.clone(),
-        command: opts.command.clone(),
-        device: format!("{device:?} on {}", machine()),
-        source_commit: commit.clone(),
-        train_images: train_set.len(),
-        unlabeled_images,
-        validation_split: opts.val_split.clone(),
-        autoencoder: ae_hist,
-        classifier: stage.history.clone(),
-        semi: stage.semi.clone(),
-        pretrained_sha256: stage.pretrained_sha256.clone(),
-        kmeans_inertia: km.inertia,
-        kmeans_iterations: km.iterations,
-        train_clustering,
-        cluster_encoder: chosen.variant.clone(),
-        encoder_comparison,
-        validation_classification,
-        validation_clustering,
-        encoder_parity,
-        classifier_parity,
-        files,
-        config: cfg.clone(),
-        calibration: None,
-        protocol,
-    };
-    let manifest = Manifest {
+/// The bundle manifest (temperature 1 until the calibration stage fits it).
+fn manifest(
+    opts: &TrainOptions,
+    d: &Data,
+    exported: &Exported,
+    chosen: &encoders::Chosen,
+    commit: String,
+) -> anyhow::Result<Manifest> {
+    let cfg = &opts.config;
+    let km = &chosen.fitted.kmeans;
+    let dim = chosen.fitted.variant.dim;
+    let stats = cluster::distance_stats(&chosen.fitted.train_features, km);
+    let classes = &d.classes;
+    Ok(Manifest {
         format_version: FORMAT_VERSION,
-        name,
-        input: spec,
-        graphs: vec![enc_entry, cls_entry],
+        name: bundle_name(&opts.out),
+        input: data::input_spec(cfg.input_size),
+        graphs: vec![exported.encoder.clone(), exported.classifier.clone()],
         default_precision: Precision::F32,
         latent_dim: dim,
         clustering: Clustering {
-            l2_normalize: chosen.variant.l2_normalize,
+            l2_normalize: chosen.fitted.variant.l2_normalize,
             centroids: km
                 .centroids
                 .chunks_exact(dim)
@@ -470,50 +267,192 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
             command: opts.command.clone(),
             quantization: None,
         },
-        // Temperature 1 here; fitted below on the validation split when it is held out.
         calibration: Some(onboard::bundle::Calibration {
             temperature: 1.0,
-            class_prior: onboard::bundle::class_prior(&train_set.labels_usize(), classes.len()),
+            class_prior: onboard::bundle::class_prior(&d.train.labels_usize(), classes.len()),
             fitted_on: "none".into(),
         }),
         adaptation: onboard::bundle::Adaptation::default(),
+    })
+}
+
+/// The bundle's name: its folder's name.
+fn bundle_name(out: &Path) -> String {
+    out.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into())
+}
+
+/// Validation metrics (classifier and the chosen clustering) with their figures in the run
+/// folder; `None` without a validation split.
+fn validate_stage(
+    opts: &TrainOptions,
+    d: &Data,
+    trained: &trained::Trained,
+    chosen: &encoders::Chosen,
+    device: tch::Device,
+) -> anyhow::Result<(
+    Option<evaluate::ClassificationMetrics>,
+    Option<evaluate::ClusterMetrics>,
+)> {
+    let k = opts.config.k;
+    let Some(v) = &d.val else {
+        return Ok((None, None));
     };
-    staging.write_manifest(&manifest)?;
-    let held_out = match (held_split, calibration_slice) {
-        (Some(split), _) => crate::temperature::HeldOut::Split(split),
-        (None, Some((every, held))) => crate::temperature::HeldOut::Slice {
-            name: format!("every {every}th image of the training splits (not trained on)"),
-            items: held
-                .paths
-                .iter()
-                .zip(held.labels_usize())
-                .map(|(p, class)| onboard::labels::Labeled {
-                    file: p.to_string_lossy().into_owned(),
-                    class,
-                })
-                .collect(),
-        },
-        (None, None) => crate::temperature::HeldOut::None,
+    let majority: Vec<String> = onboard::metrics::cluster_majority_labels(
+        &d.train.labels_usize(),
+        &chosen.fitted.kmeans.assignment,
+        k,
+    )
+    .iter()
+    .map(|m| m.map_or("(empty)".to_string(), |c| d.classes[c].clone()))
+    .collect();
+    let truth = v.labels_usize();
+    let pred = evaluate::predict(trained.module(), &v.images, device);
+    let assign = chosen
+        .fitted
+        .validation_assignment
+        .clone()
+        .unwrap_or_default();
+    write_validation_figures(
+        &opts.work, &d.classes, &truth, &pred, &assign, v, k, &majority,
+    )?;
+    Ok((
+        Some(evaluate::classification(&truth, &pred, &d.classes)),
+        Some(evaluate::clustering(&truth, &assign, k)),
+    ))
+}
+
+/// Runs the pipeline: data -> classifier -> (autoencoder) -> clustering -> validation ->
+/// export -> calibration -> model card; returns the report (also written to disk).
+pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
+    let cfg = &opts.config;
+    cfg.validate()?;
+    let protocol = protocol_figures(opts)?;
+    let commit = source_commit();
+    let device = device::resolve(opts.device)?;
+    tch::manual_seed(cfg.seed as i64);
+    tch::set_num_threads(cfg.threads);
+    std::fs::create_dir_all(&opts.work)
+        .with_context(|| format!("{}: cannot create the run folder", opts.work.display()))?;
+    let d = load_data(opts)?;
+    let n = i64::from(cfg.input_size);
+    let cls_vs = nn::VarStore::new(device);
+    let pool = || {
+        let mut parts = vec![d.train.images.shallow_clone()];
+        parts.extend(d.val.iter().map(|v| v.images.shallow_clone()));
+        parts.extend(d.unlabeled.iter().map(|s| s.images.shallow_clone()));
+        tch::Tensor::cat(&parts, 0)
     };
+    let stage = trained::train_classifier(
+        cfg,
+        opts.pretrained.as_deref(),
+        &opts.work,
+        &cls_vs,
+        &d.train,
+        pool,
+        d.classes.len(),
+        device,
+    )?;
+    let trained = &stage.trained;
+    let ae_vs = nn::VarStore::new(device);
+    let (ae, ae_hist) = autoencoder_stage(opts, &ae_vs, &d, device)?;
+    let mut sources = vec![trained.source(n)];
+    sources.extend(ae.as_ref().map(|a| Source::Autoencoder(&a.encoder)));
+    let choice = encoders::Choice {
+        mode: cfg.cluster_encoder,
+        l2: cfg.l2_normalize,
+        whiten: cfg.whiten,
+        whiten_components: cfg.whiten_components,
+    };
+    let km_cfg = KMeansConfig {
+        k: cfg.k,
+        restarts: cfg.kmeans_restarts,
+        max_iter: cfg.kmeans_max_iter,
+        tol: cfg.kmeans_tol,
+        seed: cfg.seed,
+    };
+    let chosen = encoders::choose(choice, &sources, &d.train, d.val.as_ref(), &km_cfg, device)?;
+    let (validation_classification, validation_clustering) =
+        validate_stage(opts, &d, trained, &chosen, device)?;
+    figures::loss_curves(
+        &opts.work.join("training_curves.png"),
+        &[
+            ("autoencoder MSE per epoch", &ae_hist.epoch_loss),
+            ("classifier loss per epoch", &stage.history.epoch_loss),
+        ],
+    )?;
+
+    let staging = Staging::new(&opts.out)?;
+    let check = ParityCheck {
+        images: d.val.as_ref().map_or(&d.train.images, |v| &v.images),
+        count: cfg.parity_images,
+        tolerance: cfg.parity_tolerance,
+    };
+    let exported = export_graphs(
+        &staging,
+        trained,
+        &sources[chosen.source],
+        chosen.fitted.whitening.as_ref(),
+        chosen.fitted.variant.dim,
+        n,
+        d.classes.len(),
+        check,
+        device,
+    )?;
+    let km = &chosen.fitted.kmeans;
+    let mut report = RunReport {
+        name: bundle_name(&opts.out),
+        command: opts.command.clone(),
+        device: format!("{device:?} on {}", machine()),
+        source_commit: commit.clone(),
+        train_images: d.train.len(),
+        unlabeled_images: d.unlabeled.iter().map(ImageSet::len).sum(),
+        validation_split: opts.val_split.clone(),
+        autoencoder: ae_hist,
+        classifier: stage.history.clone(),
+        semi: stage.semi.clone(),
+        pretrained_sha256: stage.pretrained_sha256.clone(),
+        kmeans_inertia: km.inertia,
+        kmeans_iterations: km.iterations,
+        train_clustering: chosen.fitted.variant.train.clone(),
+        cluster_encoder: chosen.fitted.variant.clone(),
+        encoder_comparison: chosen.compared.clone(),
+        validation_classification,
+        validation_clustering,
+        encoder_parity: exported.encoder_parity,
+        classifier_parity: exported.classifier_parity,
+        files: exported.files.clone(),
+        config: cfg.clone(),
+        calibration: None,
+        protocol,
+    };
+    staging.write_manifest(&manifest(opts, &d, &exported, &chosen, commit)?)?;
     report.calibration = Some(
         crate::temperature::calibrate(&crate::temperature::CalibrateOptions {
             bundle: staging.dir.clone(),
             data: opts.data.clone(),
-            held_out,
+            held_out: d.held_out.clone(),
             limit: cfg.limit_images,
         })
         .context("fitting the softmax temperature")?,
     );
-    let metrics_json = serde_json::to_string_pretty(&report)?;
+    finish(opts, staging, &report)?;
+    Ok(report)
+}
+
+/// Writes the metrics and the model card, re-loads the staged bundle and moves it into place.
+fn finish(opts: &TrainOptions, staging: Staging, report: &RunReport) -> anyhow::Result<()> {
+    let metrics_json = serde_json::to_string_pretty(report)?;
     staging.write_text("metrics.json", &metrics_json)?;
     staging.write_text(
         "MODEL_CARD.md",
-        &report::model_card(&report, "MSL surface set v1 (msl-v1)"),
+        &report::model_card(report, "MSL surface set v1 (msl-v1)"),
     )?;
     onboard::bundle::write_atomic(&opts.work.join("metrics.json"), metrics_json.as_bytes())
         .with_context(|| format!("{}: cannot write metrics", opts.work.display()))?;
     onboard::bundle::Bundle::load(&staging.dir).context("re-loading the staged bundle")?;
     let dest = staging.commit()?;
     eprintln!("bundle written: {}", dest.display());
-    Ok(report)
+    Ok(())
 }

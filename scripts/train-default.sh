@@ -9,11 +9,11 @@ set -Eeuo pipefail
 trap 'echo "error: $0: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 : "${MSL_DATA:?set MSL_DATA to the MSL dataset root (the folder holding calibrated/ and the split files)}"
-source scripts/env.sh
+source scripts/env.sh  # also sets TRIAGE_WEIGHTS, the ImageNet weights --pretrained reads
 [ -x "$TRIAGE_VENV/bin/python" ] || scripts/setup.sh
 cargo build --release -p host-trainer -p onboard
 "$CARGO_TARGET_DIR/release/host-trainer" train --data "$MSL_DATA" --config configs/probe.json \
-  --pretrained "$TRIAGE_WEIGHTS" --protocol docs/protocol/lite0-128.json \
+  --protocol docs/protocol/lite0-128.json \
   --train-split train-calibrated-shuffled.txt --train-split val-calibrated-shuffled.txt \
   --val-split none --out models/default --work runs/default "$@"
 # Int8 graphs (calibrated on the first 256 training images), every precision measured on the

@@ -91,7 +91,7 @@ impl ProbeNet {
         let set = effnet::load_pretrained(&vs, "", &file, &["_fc."])?;
         eprintln!("probe: {set} pretrained tensors from {}", file.display());
         let sha = onboard::bundle::sha256_file(&file)?;
-        let features = crate::evaluate::infer(&backbone, images, device);
+        let features = embed_with_progress(&backbone, images, device);
         let probe = Probe::fit(&features, labels, classes, &recipe.probe)?;
         let history = History {
             epoch_loss: Vec::new(),
@@ -135,6 +135,24 @@ impl ProbeNet {
         ops.extend(self.head_ops());
         ops
     }
+}
+
+/// Pooled features `[n, 1280]` (on the CPU) of `images: [n, 3, side, side]`, in batches, with
+/// a progress bar on stderr.
+fn embed_with_progress(backbone: &EfficientNetLite, images: &Tensor, device: Device) -> Tensor {
+    let n = images.size()[0];
+    let bar = crate::progress::bar(n as u64, "frozen features");
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = crate::evaluate::EVAL_BATCH.min(n - start);
+        let x = images.narrow(0, start, len).to_device(device);
+        parts.push(tch::no_grad(|| backbone.embed(&x, false)).to_device(Device::Cpu));
+        bar.inc(len as u64);
+        start += len;
+    }
+    bar.finish_and_clear();
+    Tensor::cat(&parts, 0)
 }
 
 impl Forward for ProbeNet {

@@ -359,22 +359,9 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     let (ae, ae_hist) = autoencoder_stage(opts, &ae_vs, &d, device)?;
     let mut sources = vec![trained.source(n)];
     sources.extend(ae.as_ref().map(|a| Source::Autoencoder(&a.encoder)));
-    let choice = encoders::Choice {
-        mode: cfg.cluster_encoder,
-        l2: cfg.l2_normalize,
-        whiten: cfg.whiten,
-        whiten_components: cfg.whiten_components,
-    };
-    let km_cfg = KMeansConfig {
-        k: cfg.k,
-        restarts: cfg.kmeans_restarts,
-        max_iter: cfg.kmeans_max_iter,
-        tol: cfg.kmeans_tol,
-        seed: cfg.seed,
-    };
+    let (choice, km_cfg) = clustering_settings(cfg);
     let chosen = encoders::choose(choice, &sources, &d.train, d.val.as_ref(), &km_cfg, device)?;
-    let (validation_classification, validation_clustering) =
-        validate_stage(opts, &d, trained, &chosen, device)?;
+    let validation = validate_stage(opts, &d, trained, &chosen, device)?;
     figures::loss_curves(
         &opts.work.join("training_curves.png"),
         &[
@@ -400,33 +387,15 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         check,
         device,
     )?;
-    let km = &chosen.fitted.kmeans;
-    let mut report = RunReport {
-        name: bundle_name(&opts.out),
-        command: opts.command.clone(),
-        device: format!("{device:?} on {}", machine()),
-        source_commit: commit.clone(),
-        train_images: d.train.len(),
-        unlabeled_images: d.unlabeled.iter().map(ImageSet::len).sum(),
-        validation_split: opts.val_split.clone(),
+    let parts = ReportParts {
+        stage: &stage,
         autoencoder: ae_hist,
-        classifier: stage.history.clone(),
-        semi: stage.semi.clone(),
-        pretrained_sha256: stage.pretrained_sha256.clone(),
-        kmeans_inertia: km.inertia,
-        kmeans_iterations: km.iterations,
-        train_clustering: chosen.fitted.variant.train.clone(),
-        cluster_encoder: chosen.fitted.variant.clone(),
-        encoder_comparison: chosen.compared.clone(),
-        validation_classification,
-        validation_clustering,
-        encoder_parity: exported.encoder_parity,
-        classifier_parity: exported.classifier_parity,
-        files: exported.files.clone(),
-        config: cfg.clone(),
-        calibration: None,
+        chosen: &chosen,
+        exported: &exported,
+        validation,
         protocol,
     };
+    let mut report = run_report(opts, &d, parts, &commit, device);
     staging.write_manifest(&manifest(opts, &d, &exported, &chosen, commit)?)?;
     report.calibration = Some(
         crate::temperature::calibrate(&crate::temperature::CalibrateOptions {
@@ -439,6 +408,74 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
     );
     finish(opts, staging, &report)?;
     Ok(report)
+}
+
+/// What the stages produced that the run report records.
+struct ReportParts<'a> {
+    stage: &'a trained::ClassifierStage,
+    autoencoder: train::History,
+    chosen: &'a encoders::Chosen,
+    exported: &'a Exported,
+    validation: (
+        Option<evaluate::ClassificationMetrics>,
+        Option<evaluate::ClusterMetrics>,
+    ),
+    protocol: Option<crate::protocol::RecipeFigures>,
+}
+
+/// The clustering stage's settings from the config.
+fn clustering_settings(cfg: &TrainConfig) -> (encoders::Choice, KMeansConfig) {
+    let choice = encoders::Choice {
+        mode: cfg.cluster_encoder,
+        l2: cfg.l2_normalize,
+        whiten: cfg.whiten,
+        whiten_components: cfg.whiten_components,
+    };
+    let km = KMeansConfig {
+        k: cfg.k,
+        restarts: cfg.kmeans_restarts,
+        max_iter: cfg.kmeans_max_iter,
+        tol: cfg.kmeans_tol,
+        seed: cfg.seed,
+    };
+    (choice, km)
+}
+
+/// The run report (calibration filled in by the calibration stage).
+fn run_report(
+    opts: &TrainOptions,
+    d: &Data,
+    p: ReportParts<'_>,
+    commit: &str,
+    device: tch::Device,
+) -> RunReport {
+    let km = &p.chosen.fitted.kmeans;
+    RunReport {
+        name: bundle_name(&opts.out),
+        command: opts.command.clone(),
+        device: format!("{device:?} on {}", machine()),
+        source_commit: commit.to_string(),
+        train_images: d.train.len(),
+        unlabeled_images: d.unlabeled.iter().map(ImageSet::len).sum(),
+        validation_split: opts.val_split.clone(),
+        autoencoder: p.autoencoder,
+        classifier: p.stage.history.clone(),
+        semi: p.stage.semi.clone(),
+        pretrained_sha256: p.stage.pretrained_sha256.clone(),
+        kmeans_inertia: km.inertia,
+        kmeans_iterations: km.iterations,
+        train_clustering: p.chosen.fitted.variant.train.clone(),
+        cluster_encoder: p.chosen.fitted.variant.clone(),
+        encoder_comparison: p.chosen.compared.clone(),
+        validation_classification: p.validation.0,
+        validation_clustering: p.validation.1,
+        encoder_parity: p.exported.encoder_parity,
+        classifier_parity: p.exported.classifier_parity,
+        files: p.exported.files.clone(),
+        config: opts.config.clone(),
+        calibration: None,
+        protocol: p.protocol,
+    }
 }
 
 /// Writes the metrics and the model card, re-loads the staged bundle and moves it into place.

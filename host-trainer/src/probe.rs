@@ -136,23 +136,51 @@ pub fn reweighting(labels: &[f32], output: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Logits of every row of `x` from probes fitted without it (`folds`-fold cross-fitting, rows
-/// dealt to folds round-robin): held-out logits of the training set, to fit a temperature on.
+/// Fold of each of `n` rows dealt round-robin to `folds` folds.
+pub fn round_robin_folds(n: usize, folds: usize) -> Vec<usize> {
+    (0..n).map(|i| i % folds.max(1)).collect()
+}
+
+/// Fold of each row for `folds` contiguous blocks in the order of `keys` (e.g. file names,
+/// which order MSL images by sol): the first `n / folds` rows by key form fold 0, and so on.
+/// Held-out logits then come from probes that never saw the neighbouring sols, which is how
+/// the rover meets later sols (round-robin folds leave near-duplicate frames of one sequence on
+/// both sides and give an over-confident temperature).
+pub fn blocked_folds<K: Ord>(keys: &[K], folds: usize) -> Vec<usize> {
+    let n = keys.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
+    let mut fold = vec![0; n];
+    for (rank, &row) in order.iter().enumerate() {
+        fold[row] = rank * folds.max(1) / n.max(1);
+    }
+    fold
+}
+
+/// Logits of every row of `x` from probes fitted without it: row `i` is held out in fold
+/// `fold[i]` (values below `folds`, each fold with >= 2 rows and leaving >= 2 to fit on), to
+/// fit a temperature on.
 pub fn cross_fitted_logits(
     x: &Tensor,
     y: &[usize],
     classes: usize,
     cfg: &ProbeConfig,
-    folds: usize,
+    fold: &[usize],
 ) -> anyhow::Result<Vec<f32>> {
     let n = y.len();
+    let folds = fold.iter().max().map_or(0, |m| m + 1);
     anyhow::ensure!(
-        folds >= 2 && n >= folds * 2,
-        "cross-fitting needs >= 2 folds of 2 rows"
+        fold.len() == n && folds >= 2,
+        "cross-fitting needs a fold for every row and >= 2 folds"
     );
     let mut out = vec![0f32; n * classes];
     for f in 0..folds {
-        let (fit_rows, held): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % folds != f);
+        let (held, fit_rows): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold[i] == f);
+        anyhow::ensure!(
+            held.len() >= 2 && fit_rows.len() >= 2,
+            "cross-fitting: fold {f} holds {} of {n} rows",
+            held.len()
+        );
         let idx = |rows: &[usize]| {
             Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>())
         };
@@ -165,6 +193,24 @@ pub fn cross_fitted_logits(
         }
     }
     Ok(out)
+}
+
+/// The temperature of a probe with settings `cfg` on `x` / `y`, fitted on `fold`-cross-fitted
+/// logits with the rows reweighted to the prior the probe's probabilities refer to
+/// ([`output_prior`]); returns that prior too. `None` temperature when it cannot be fitted.
+pub fn cross_fitted_temperature(
+    x: &Tensor,
+    y: &[usize],
+    classes: usize,
+    cfg: &ProbeConfig,
+    fold: &[usize],
+) -> anyhow::Result<(Option<f32>, Vec<f32>)> {
+    let held = cross_fitted_logits(x, y, classes, cfg, fold)?;
+    let label_prior = onboard::bundle::class_prior(y, classes);
+    let prior = output_prior(&label_prior, cfg.logit_adjust);
+    let weights = reweighting(&label_prior, &prior);
+    let t = onboard::bundle::fit_temperature_weighted(&held, classes, y, Some(&weights));
+    Ok((t, prior))
 }
 
 #[cfg(test)]
@@ -229,9 +275,21 @@ mod tests {
             steps: 50,
             ..Default::default()
         };
-        let l = cross_fitted_logits(&x, &y, 3, &cfg, 3).unwrap();
+        let l = cross_fitted_logits(&x, &y, 3, &cfg, &round_robin_folds(60, 3)).unwrap();
         assert_eq!(l.len(), 180);
         assert!(l.chunks(3).all(|r| r.iter().any(|v| *v != 0.0)));
-        assert!(cross_fitted_logits(&x, &y, 3, &cfg, 1).is_err());
+        assert!(cross_fitted_logits(&x, &y, 3, &cfg, &round_robin_folds(60, 1)).is_err());
+        assert!(cross_fitted_logits(&x, &y, 3, &cfg, &[0; 3]).is_err());
+        let keys: Vec<String> = (0..60).map(|i| format!("{:04}", (i * 37) % 60)).collect();
+        let b = cross_fitted_logits(&x, &y, 3, &cfg, &blocked_folds(&keys, 3)).unwrap();
+        assert_eq!(b.len(), 180);
+    }
+
+    #[test]
+    fn blocked_folds_are_contiguous_in_key_order() {
+        let keys = ["c", "a", "e", "b", "d", "f"];
+        // Sorted: a b c d e f -> folds 0 0 1 1 2 2.
+        assert_eq!(blocked_folds(&keys, 3), vec![1, 0, 2, 0, 1, 2]);
+        assert_eq!(round_robin_folds(5, 2), vec![0, 1, 0, 1, 0]);
     }
 }

@@ -15,6 +15,7 @@ use crate::effnet::{self, EfficientNetLite, Lite};
 use crate::export::Op;
 use crate::model::Forward;
 use crate::probe::{Probe, ProbeConfig};
+use crate::temperature::CrossFitted;
 use crate::train::History;
 
 /// The `probe` section of the training config.
@@ -74,8 +75,11 @@ pub struct ProbeNet {
 impl ProbeNet {
     /// Loads the backbone's ImageNet weights from `weights` (a file or the weights folder),
     /// runs it over `images: [n, 3, side, side]` and fits the probe on the pooled features
-    /// with `labels` (`n` class ids below `classes`). Returns the network, what the fit did
-    /// and the sha256 of the weight file.
+    /// with `labels` (`n` class ids below `classes`); fits the softmax temperature on the
+    /// training logits cross-fitted in 5 round-robin folds, reweighted to the probe's output
+    /// prior, as the development protocol does (sol-blocked folds gave a softer temperature and
+    /// lower adapted figures there: docs/RESULTS.md). Returns the network, what the fit did,
+    /// the temperature (when it could be fitted) and the sha256 of the weight file.
     pub fn fit(
         recipe: &ProbeRecipe,
         weights: &Path,
@@ -83,7 +87,7 @@ impl ProbeNet {
         labels: &[usize],
         classes: usize,
         device: Device,
-    ) -> anyhow::Result<(Self, History, String)> {
+    ) -> anyhow::Result<(Self, History, Option<CrossFitted>, String)> {
         let started = std::time::Instant::now();
         let vs = nn::VarStore::new(device);
         let backbone = EfficientNetLite::new(&vs.root(), recipe.backbone, 0, false);
@@ -93,6 +97,7 @@ impl ProbeNet {
         let sha = onboard::bundle::sha256_file(&file)?;
         let features = embed_with_progress(&backbone, images, device);
         let probe = Probe::fit(&features, labels, classes, &recipe.probe)?;
+        let temperature = cross_fitted(&features, labels, classes, &recipe.probe)?;
         let history = History {
             epoch_loss: Vec::new(),
             steps: recipe.probe.steps,
@@ -104,7 +109,7 @@ impl ProbeNet {
             backbone,
             probe,
         };
-        Ok((net, history, sha))
+        Ok((net, history, temperature, sha))
     }
 
     /// The frozen backbone (images -> pooled features `[b, 1280]`).
@@ -135,6 +140,39 @@ impl ProbeNet {
         ops.extend(self.head_ops());
         ops
     }
+}
+
+/// Folds of the temperature's cross-fitting.
+const TEMPERATURE_FOLDS: usize = 5;
+
+/// The temperature on cross-fitted training logits (see [`ProbeNet::fit`]); `None` with too
+/// few images for the folds.
+fn cross_fitted(
+    features: &Tensor,
+    labels: &[usize],
+    classes: usize,
+    cfg: &ProbeConfig,
+) -> anyhow::Result<Option<CrossFitted>> {
+    if labels.len() < 4 * TEMPERATURE_FOLDS {
+        return Ok(None);
+    }
+    let folds = crate::probe::round_robin_folds(labels.len(), TEMPERATURE_FOLDS);
+    let held = crate::probe::cross_fitted_logits(features, labels, classes, cfg, &folds)?;
+    let label_prior = onboard::bundle::class_prior(labels, classes);
+    let prior = crate::probe::output_prior(&label_prior, cfg.logit_adjust);
+    let w = crate::probe::reweighting(&label_prior, &prior);
+    let Some(t) = onboard::bundle::fit_temperature_weighted(&held, classes, labels, Some(&w))
+    else {
+        return Ok(None);
+    };
+    let nll =
+        |t: f64| onboard::bundle::nll_at_temperature_weighted(&held, classes, labels, t, Some(&w));
+    Ok(Some(CrossFitted {
+        name: format!("the training images' logits cross-fitted in {TEMPERATURE_FOLDS} folds"),
+        temperature: t,
+        images: labels.len(),
+        nll: (nll(1.0), nll(f64::from(t))),
+    }))
 }
 
 /// Pooled features `[n, 1280]` (on the CPU) of `images: [n, 3, side, side]`, in batches, with

@@ -1,11 +1,14 @@
 //! The development protocol that sees shift: fit on the train split (sols 3-180), evaluate on
 //! validation in sol order, as the rover would meet it. For each frozen backbone and input side
 //! it reports, per probe setting, top-1, macro-F1, balanced accuracy and per-class recall, with
-//! the on-board class-prior adaptation off and on (temperature fitted on cross-fitted training
-//! logits reweighted to the prior the probe's probabilities refer to, which is also where the
-//! adaptation starts: see [`probe::output_prior`]), and k-means clusters (raw, L2-normalized, PCA-whitened, whitened then L2-normalized features) fixed and adapted on the stream by the
-//! on-board sequential k-means. Recipes are chosen by macro-F1 and balanced accuracy, never by
-//! validation top-1 alone. Features come from [`crate::features`]' cache.
+//! the on-board class-prior adaptation off and on, and k-means clusters (raw, L2-normalized,
+//! PCA-whitened, whitened then L2-normalized features) fixed and adapted on the stream by the
+//! on-board sequential k-means. The temperature is fitted on training logits cross-fitted in 5
+//! folds (round robin, or contiguous sol blocks when asked), reweighted to the prior the probe's
+//! probabilities refer to, which is also where the adaptation starts
+//! ([`probe::output_prior`]). Recipes are chosen by macro-F1
+//! and balanced accuracy, never by validation top-1 alone. Features come from
+//! [`crate::features`]' cache.
 
 use std::path::PathBuf;
 
@@ -35,6 +38,8 @@ pub struct ProtocolOptions {
     pub kmeans: KMeansConfig,
     /// Whitening components of the whitened clustering spaces compared (besides raw and L2).
     pub whiten: Vec<usize>,
+    /// Cross-fit the temperature in 5 contiguous sol blocks instead of 5 round-robin folds.
+    pub sol_blocked_temperature: bool,
     /// On-board adaptation settings used for the adapted figures.
     pub adaptation: Adaptation,
 }
@@ -150,7 +155,14 @@ pub fn run(opts: &ProtocolOptions, classes: &[String]) -> anyhow::Result<Vec<Fea
             features::split_features(spec, &opts.data, &opts.val_split, device)?.in_sol_order();
         let mut probes = Vec::new();
         for cfg in &opts.probes {
-            probes.push(probe_row(&train, &val, classes, cfg, &opts.adaptation)?);
+            probes.push(probe_row(
+                &train,
+                &val,
+                classes,
+                cfg,
+                &opts.adaptation,
+                opts.sol_blocked_temperature,
+            )?);
         }
         let mut clusters = Vec::new();
         let whitened = opts.whiten.iter().map(|&c| Some(c));
@@ -193,16 +205,17 @@ fn probe_row(
     classes: &[String],
     cfg: &ProbeConfig,
     adaptation: &Adaptation,
+    sol_blocks: bool,
 ) -> anyhow::Result<ProbeRow> {
     let c = classes.len();
     let x = features::tensor(train);
-    let held = probe::cross_fitted_logits(&x, &train.labels, c, cfg, 5)?;
-    let label_prior = onboard::bundle::class_prior(&train.labels, c);
-    let prior = probe::output_prior(&label_prior, cfg.logit_adjust);
-    let weights = probe::reweighting(&label_prior, &prior);
-    let temperature =
-        onboard::bundle::fit_temperature_weighted(&held, c, &train.labels, Some(&weights))
-            .unwrap_or(1.0);
+    let folds = if sol_blocks {
+        probe::blocked_folds(&train.files, 5)
+    } else {
+        probe::round_robin_folds(train.len(), 5)
+    };
+    let (temperature, prior) = probe::cross_fitted_temperature(&x, &train.labels, c, cfg, &folds)?;
+    let temperature = temperature.unwrap_or(1.0);
     let p = Probe::fit(&x, &train.labels, c, cfg)?;
     let logits = crate::model::to_vec(&p.logits(&features::tensor(val)));
     let fixed = evaluate::classification(&val.labels, &argmax_rows(&logits, c), classes);

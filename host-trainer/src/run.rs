@@ -132,6 +132,8 @@ fn load_data(opts: &TrainOptions) -> anyhow::Result<Data> {
         .filter(|v| !opts.train_splits.contains(v));
     let every = cfg.calibration_holdout;
     let (train, held_out) = match held_split {
+        // The probe recipe fits its temperature on cross-fitted training logits.
+        _ if cfg.probe.is_some() => (train, crate::temperature::HeldOut::None),
         Some(split) => (train, crate::temperature::HeldOut::Split(split)),
         None if every >= 2 && train.len() >= 2 * every => {
             let (kept, held) = train.split_every(every);
@@ -401,7 +403,10 @@ pub fn run(opts: &TrainOptions) -> anyhow::Result<RunReport> {
         crate::temperature::calibrate(&crate::temperature::CalibrateOptions {
             bundle: staging.dir.clone(),
             data: opts.data.clone(),
-            held_out: d.held_out.clone(),
+            held_out: stage.temperature.clone().map_or_else(
+                || d.held_out.clone(),
+                crate::temperature::HeldOut::CrossFitted,
+            ),
             limit: cfg.limit_images,
         })
         .context("fitting the softmax temperature")?,

@@ -34,6 +34,9 @@ pub enum HeldOut {
     None,
     /// A split file relative to the dataset root (not one of the bundle's training splits).
     Split(String),
+    /// Fitted by the trainer on cross-fitted logits of the training images themselves (the
+    /// probe recipe); nothing is held out.
+    CrossFitted(CrossFitted),
     /// A slice of the training splits that the trainer kept out of the classifier's training,
     /// named for the manifest's `fitted_on`.
     Slice {
@@ -42,6 +45,19 @@ pub enum HeldOut {
         /// The images (paths relative to the dataset root, or absolute).
         items: Vec<onboard::labels::Labeled>,
     },
+}
+
+/// A temperature the trainer fitted on cross-fitted training logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossFitted {
+    /// What it was fitted on, for the manifest's `fitted_on`.
+    pub name: String,
+    /// The fitted temperature.
+    pub temperature: f32,
+    /// Images whose cross-fitted logits it was fitted on.
+    pub images: usize,
+    /// Mean (reweighted) negative log-likelihood at temperature 1 and at the fit.
+    pub nll: (f64, f64),
 }
 
 impl HeldOut {
@@ -55,6 +71,7 @@ impl HeldOut {
             HeldOut::None => "none".into(),
             HeldOut::Split(s) => s.clone(),
             HeldOut::Slice { name, .. } => name.clone(),
+            HeldOut::CrossFitted(c) => c.name.clone(),
         }
     }
 }
@@ -127,6 +144,13 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
     };
     let items = match &opts.held_out {
         HeldOut::None => None,
+        HeldOut::CrossFitted(c) => {
+            report.temperature = c.temperature;
+            report.held_out_images = c.images;
+            report.nll_t1 = Some(c.nll.0);
+            report.nll_fitted = Some(c.nll.1);
+            None
+        }
         HeldOut::Split(split) => {
             if m.provenance.train_splits.contains(split) {
                 bail!("{split}: the bundle was trained on this split, so it is not held out; pass another --held-out split or none");

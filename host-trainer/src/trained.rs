@@ -96,6 +96,8 @@ pub struct ClassifierStage {
     pub semi: Option<SemiHistory>,
     /// sha256 of the pretrained weights used, if any.
     pub pretrained_sha256: Option<String>,
+    /// A temperature the stage fitted itself (the probe recipe's cross-fitted one).
+    pub temperature: Option<crate::temperature::CrossFitted>,
 }
 
 /// Trains the classifier the config names (`probe`, `semi`, else the small CNN) on
@@ -121,13 +123,14 @@ pub fn train_classifier(
             )
         })?;
         let labels = train_set.labels_usize();
-        let (net, history, sha) =
+        let (net, history, temperature, sha) =
             ProbeNet::fit(recipe, weights, &train_set.images, &labels, classes, device)?;
         return Ok(ClassifierStage {
             trained: Trained::Probe(Box::new(net)),
             history,
             semi: None,
             pretrained_sha256: Some(sha),
+            temperature,
         });
     }
     let stage = if let Some(semi) = &cfg.semi {
@@ -160,6 +163,7 @@ pub fn train_classifier(
             },
             semi: Some(h),
             pretrained_sha256: sha,
+            temperature: None,
         }
     } else {
         let classifier = Classifier::new(
@@ -181,6 +185,7 @@ pub fn train_classifier(
             history,
             semi: None,
             pretrained_sha256: None,
+            temperature: None,
         }
     };
     save_weights(vs, cfg, work, "classifier")?;

@@ -104,6 +104,10 @@ struct ProtocolArgs {
     /// PCA-whitening components of the whitened clustering spaces (each also L2-normalized).
     #[arg(long, default_values_t = [64usize])]
     whiten: Vec<usize>,
+    /// Cross-fit the probes' temperature in 5 contiguous sol blocks (by file name) instead of
+    /// 5 round-robin folds.
+    #[arg(long)]
+    sol_blocked_temperature: bool,
     /// Write the JSON report here too (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -375,6 +379,7 @@ fn protocol(a: ProtocolArgs) -> anyhow::Result<()> {
             seed: 17,
         },
         whiten: a.whiten.clone(),
+        sol_blocked_temperature: a.sol_blocked_temperature,
         adaptation: onboard::bundle::Adaptation::default(),
     };
     let classes = host_trainer::data::class_names(&a.data)?;

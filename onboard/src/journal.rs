@@ -1,6 +1,8 @@
 //! Crash-safe journal of per-image decisions: one JSON record per line, appended and synced
-//! before the next image is touched. A record torn by a crash (the last line, unterminated or
-//! unparsable) is dropped when the journal is reopened; compaction rewrites the file through a
+//! before the next image is touched. A record torn by a crash (an unterminated last line: every
+//! record is written with its newline last) is dropped when the journal is reopened, and its
+//! size reported ([`Journal::dropped_tail`]); a complete line that does not parse is corruption,
+//! wherever it is, and the journal refuses to open rather than delete it; compaction rewrites the file through a
 //! synced temporary file and an atomic rename, so the last good state always stays readable.
 
 use std::collections::HashMap;
@@ -74,7 +76,7 @@ pub enum JournalError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// A record before the last line is corrupt (not a torn tail).
+    /// A complete record line does not parse (only an unterminated last line is a torn write).
     #[error("{path}:{line}: corrupt journal record: {message}; restore the journal from a copy or move it aside")]
     Corrupt {
         /// Journal path.
@@ -108,6 +110,7 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     records: Vec<Record>,
+    dropped_tail: u64,
     _lock: JournalLock,
 }
 
@@ -158,12 +161,13 @@ impl Journal {
             } else {
                 Err("unterminated record".to_string())
             };
+            let terminated = buf.last() == Some(&b'\n');
             match parsed {
                 Ok(r) => {
                     records.push(r);
                     good_len = end;
                 }
-                Err(_) if i + 1 == count => break,
+                Err(_) if i + 1 == count && !terminated => break,
                 Err(message) => {
                     return Err(JournalError::Corrupt {
                         path: path.to_path_buf(),
@@ -184,8 +188,15 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             records,
+            dropped_tail: offset - good_len,
             _lock: lock,
         })
+    }
+
+    /// Bytes of a torn last record (an unterminated line left by an interrupted append) that
+    /// opening dropped; 0 when the journal ended cleanly.
+    pub fn dropped_tail(&self) -> u64 {
+        self.dropped_tail
     }
 
     /// The records, oldest first.

@@ -249,6 +249,60 @@ mod tests {
         assert_eq!(find_duplicates(&lat, 1, 0.1), vec![None, None, None, None]);
     }
 
+    /// The largest settings and science values the files accept, items with certain and with
+    /// unnormalized probabilities, the largest novelty and sizes at both ends: every gain stays
+    /// finite and ordering works (no `inf` / NaN falls back to file-name order).
+    #[test]
+    fn scores_stay_finite_at_the_largest_accepted_values() {
+        use crate::decide::MAX_CLASSES;
+        let cfg = PlannerConfig {
+            novelty: 1000.0,
+            novelty_cap: 1000.0,
+            cluster_decay: 0.0,
+            duplicate_factor: 1.0,
+            duplicate_distance: 1000.0,
+            duplicate_window: MAX_PLAN,
+            blank_quality: 1.0,
+            overexposed_quality: 1.0,
+            dominant_channel_quality: 1.0,
+        };
+        cfg.validate().unwrap();
+        let values = vec![crate::downlink::MAX_VALUE as f32; MAX_CLASSES];
+        let mut one_hot = vec![0.0f32; MAX_CLASSES];
+        one_hot[3] = 1.0;
+        let all_ones = vec![1.0f32; MAX_CLASSES];
+        let items: Vec<PlanItem<'_>> = (0..64)
+            .map(|i| PlanItem {
+                bytes: if i % 2 == 0 { 1 } else { u64::MAX / 2 },
+                probs: if i % 3 == 0 { &all_ones } else { &one_hot },
+                cluster: (i % 5) as u16,
+                novelty: if i % 7 == 0 { f32::MAX } else { 1000.0 },
+                duplicate_of: (i > 0).then_some(i - 1),
+                quality: 1.0,
+            })
+            .collect();
+        let mut chosen = vec![false; items.len()];
+        let mut outcomes = vec![Outcome::default(); items.len()];
+        let (count, _) = decide::plan::<64>(
+            &items,
+            &values,
+            &cfg.weights(),
+            u64::MAX,
+            &mut chosen,
+            &mut outcomes,
+        )
+        .unwrap();
+        assert!(count > 0);
+        for (i, o) in outcomes.iter().enumerate() {
+            assert!(
+                o.gain.is_finite() && o.initial_gain.is_finite() && o.initial_gain > 0.0,
+                "item {i}: {o:?}"
+            );
+        }
+        // The cheapest items come first: value per byte is finite and ordered.
+        assert!(matches!(outcomes[0].decision, Decision::Selected(_)));
+    }
+
     #[test]
     fn hostile_planner_settings_are_refused_naming_the_setting() {
         let path = Path::new("v.toml");

@@ -7,7 +7,7 @@
 
 mod values;
 
-pub use values::{load_table, read_values, values_from, ValuesError};
+pub use values::{load_table, read_values, values_from, ValuesError, MAX_VALUE};
 
 /// One benchmark item.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,6 +39,7 @@ fn records_survive_reopen_and_a_torn_tail_is_dropped() {
     drop(f);
     let mut j = Journal::open(&p).unwrap();
     assert_eq!(j.records().len(), 2);
+    assert_eq!(j.dropped_tail(), 32);
     assert_eq!(j.records()[0], analysed("a.JPG"));
     assert_eq!(std::fs::metadata(&p).unwrap().len(), good);
     j.append(Record::Downlinked {
@@ -51,6 +52,24 @@ fn records_survive_reopen_and_a_torn_tail_is_dropped() {
     let latest: Vec<&str> = j.latest().iter().filter_map(|r| r.file()).collect();
     assert_eq!(latest, ["a.JPG", "b.JPG"]);
     assert!(matches!(j.latest()[0], Record::Downlinked { .. }));
+}
+
+#[test]
+fn a_complete_but_unparsable_last_line_is_corruption_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("j.jsonl");
+    let text = "{\"status\":\"downlinked\",\"file\":\"a\"}\nnot a record\n";
+    std::fs::write(&p, text).unwrap();
+    let err = Journal::open(&p).unwrap_err().to_string();
+    assert!(err.contains("j.jsonl:2: corrupt journal record"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        text,
+        "nothing deleted"
+    );
+    // A clean journal reports no dropped tail.
+    std::fs::write(&p, "{\"status\":\"downlinked\",\"file\":\"a\"}\n").unwrap();
+    assert_eq!(Journal::open(&p).unwrap().dropped_tail(), 0);
 }
 
 #[test]
@@ -103,6 +122,7 @@ fn a_full_disk_is_a_clear_error_and_special_files_are_refused() {
         path: dev_full.to_path_buf(),
         file: OpenOptions::new().write(true).open(dev_full).unwrap(),
         records: Vec::new(),
+        dropped_tail: 0,
         _lock: lock::JournalLock::take(&dir.path().join("j.jsonl")).unwrap(),
     };
     let err = j.append(analysed("a.JPG")).unwrap_err().to_string();

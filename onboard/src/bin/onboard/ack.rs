@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use onboard::journal::{Journal, Record};
+use onboard::journal::Record;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example: onboard ack --journal /data/triage.jsonl img0001.JPG img0002.JPG")]
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut journal = Journal::open(&args.journal)?;
+    let mut journal = crate::prioritize::open_journal(&args.journal)?;
     let latest: std::collections::HashMap<&str, &Record> = journal
         .latest()
         .into_iter()

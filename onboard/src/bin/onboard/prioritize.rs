@@ -282,7 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (values, planner) = values_and_planner(&analyzer, args.values.as_deref())?;
     let files = list_files(&args.dir)?;
     let mut journal = match &args.journal {
-        Some(p) => Some(Journal::open(p)?),
+        Some(p) => Some(open_journal(p)?),
         None => None,
     };
     let (rows, skipped) = match journal.as_mut() {
@@ -333,6 +333,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         view.sheet(&args.dir, sheet)?;
     }
     Ok(())
+}
+
+/// Opens the journal, saying on stderr when a torn last record (left by an interrupted pass)
+/// was dropped.
+pub fn open_journal(path: &std::path::Path) -> Result<Journal, onboard::journal::JournalError> {
+    let j = Journal::open(path)?;
+    if j.dropped_tail() > 0 {
+        eprintln!(
+            "journal {}: dropped a torn last record ({} bytes) left by an interrupted pass",
+            path.display(),
+            j.dropped_tail()
+        );
+    }
+    Ok(j)
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub struct Analysis {
     pub calibrated_probs: Option<Vec<f32>>,
     /// Image-quality flags of the decoded image.
     pub quality: QualityFlags,
+    /// [`preprocess::content_hash`] of the file's bytes (absent in records written before it
+    /// existed): byte-identical copies are duplicates at any distance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<u64>,
 }
 
 /// Why one image produced no analysis.
@@ -153,6 +157,7 @@ impl Analyzer {
             probs: self.logits.clone(),
             calibrated_probs,
             quality,
+            content_hash: Some(self.decode.last_file_hash()),
         })
     }
 

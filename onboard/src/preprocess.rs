@@ -130,6 +130,11 @@ pub struct DecodeBuffers {
 }
 
 impl DecodeBuffers {
+    /// [`content_hash`] of the file [`Self::load_resized`] read last (of no bytes before any).
+    pub fn last_file_hash(&self) -> u64 {
+        content_hash(&self.file)
+    }
+
     /// Reads, checks and decodes `path` like [`decode_file`] and resizes it like
     /// [`resize_rgb`], into the same image. An 8-bit RGB image (every camera JPEG) is decoded
     /// into the reused frame buffer; any other pixel format goes through [`decode_bytes`].
@@ -173,6 +178,17 @@ impl DecodeBuffers {
             FilterType::Triangle,
         ))
     }
+}
+
+/// 64-bit FNV-1a hash of a file's bytes: a fast content fingerprint, stable across builds and
+/// machines (it is stored in journals), to find byte-identical copies. Not a cryptographic hash.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Whether a JPEG stream ends with the end-of-image marker `FF D9` (trailing zero padding

@@ -160,7 +160,7 @@ pub struct Candidate<'a> {
 pub struct Plan {
     /// Outcome per candidate.
     pub outcomes: Vec<Outcome>,
-    /// Near-duplicate link per candidate.
+    /// Duplicate link per candidate: a byte-identical earlier copy, else a near-duplicate.
     pub duplicate_of: Vec<Option<usize>>,
     /// Quality multiplier per candidate.
     pub quality: Vec<f32>,
@@ -188,6 +188,29 @@ impl Plan {
     }
 }
 
+/// For each candidate, the first earlier one with the same content hash (a byte-identical
+/// copy, at any distance), else the nearest near-duplicate of [`find_duplicates`].
+pub fn duplicates(candidates: &[Candidate<'_>], cfg: &PlannerConfig) -> Vec<Option<usize>> {
+    let latents: Vec<&[f32]> = candidates
+        .iter()
+        .map(|c| c.analysis.latent.as_slice())
+        .collect();
+    let near = find_duplicates(&latents, cfg.duplicate_window, cfg.duplicate_distance);
+    let mut first: std::collections::HashMap<(u64, u64), usize> = Default::default();
+    candidates
+        .iter()
+        .zip(near)
+        .enumerate()
+        .map(|(i, (c, near))| {
+            let exact = c.analysis.content_hash.and_then(|h| {
+                let earlier = *first.entry((h, c.bytes)).or_insert(i);
+                (earlier != i).then_some(earlier)
+            });
+            exact.or(near)
+        })
+        .collect()
+}
+
 /// Plans `candidates` (in arrival order) within `budget` bytes.
 pub fn plan(
     candidates: &[Candidate<'_>],
@@ -195,11 +218,7 @@ pub fn plan(
     cfg: &PlannerConfig,
     budget: u64,
 ) -> Result<Plan, decide::DecideError> {
-    let latents: Vec<&[f32]> = candidates
-        .iter()
-        .map(|c| c.analysis.latent.as_slice())
-        .collect();
-    let duplicate_of = find_duplicates(&latents, cfg.duplicate_window, cfg.duplicate_distance);
+    let duplicate_of = duplicates(candidates, cfg);
     let quality: Vec<f32> = candidates.iter().map(|c| cfg.quality(c.analysis)).collect();
     let items: Vec<PlanItem<'_>> = candidates
         .iter()
@@ -235,6 +254,49 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn analysis(latent: f32, hash: Option<u64>) -> Analysis {
+        Analysis {
+            latent: vec![latent, 0.0],
+            cluster: 0,
+            distance: 0.0,
+            novelty: 0.0,
+            class: 0,
+            confidence: 1.0,
+            probs: vec![1.0],
+            calibrated_probs: None,
+            quality: crate::preprocess::QualityFlags::default(),
+            content_hash: hash,
+        }
+    }
+
+    #[test]
+    fn byte_identical_copies_are_duplicates_at_any_distance() {
+        // 20 images far apart in latent space; #17 is a byte copy of #2 (same hash and size),
+        // #18 has #2's hash but another size, #19 has no hash (an old record).
+        let mut a: Vec<Analysis> = (0..20)
+            .map(|i| analysis(i as f32 * 10.0, Some(i)))
+            .collect();
+        a[17].content_hash = Some(2);
+        a[18].content_hash = Some(2);
+        a[19].content_hash = None;
+        let cands: Vec<Candidate<'_>> = a
+            .iter()
+            .enumerate()
+            .map(|(i, analysis)| Candidate {
+                bytes: if i == 18 { 999 } else { 100 },
+                analysis,
+            })
+            .collect();
+        let d = duplicates(&cands, &PlannerConfig::default());
+        assert_eq!(d[17], Some(2), "{d:?}");
+        assert!(
+            d.iter().enumerate().all(|(i, x)| i == 17 || x.is_none()),
+            "{d:?}"
+        );
+        let plan = plan(&cands, &[1.0], &PlannerConfig::default(), u64::MAX).unwrap();
+        assert_eq!(plan.duplicate_of[17], Some(2));
+    }
 
     #[test]
     fn duplicates_within_window_only() {

@@ -86,6 +86,33 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
+fn a_byte_identical_copy_far_from_its_original_is_its_duplicate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("pass");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    all.sort();
+    for p in &all[..10] {
+        std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
+    }
+    // Sorted last, 10 images after its original: beyond the near-duplicate window of 8.
+    std::fs::copy(&all[0], d.join("zzz_copy.jpg")).unwrap();
+    let doc = json(&onboard(&["prioritize", d.to_str().unwrap(), "--json"]));
+    let row = doc["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["file"] == "zzz_copy.jpg")
+        .cloned()
+        .unwrap();
+    let original = all[0].file_name().unwrap().to_str().unwrap();
+    assert_eq!(row["parts"]["duplicate_of"], original, "{row}");
+}
+
+#[test]
 fn prioritize_plans_every_fixture_within_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixtures(tmp.path(), 12);

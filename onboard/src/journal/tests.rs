@@ -15,6 +15,7 @@ fn analysed(file: &str) -> Record {
             probs: vec![0.05, 0.05, 0.9],
             calibrated_probs: None,
             quality: QualityFlags::default(),
+            content_hash: None,
         },
     }
 }
@@ -178,6 +179,7 @@ fn adapted(live: &mut StreamAdapter, i: usize) -> Record {
             probs,
             calibrated_probs: Some(calibrated),
             quality: QualityFlags::default(),
+            content_hash: None,
         },
     }
 }

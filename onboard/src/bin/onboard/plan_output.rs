@@ -47,7 +47,7 @@ impl PlanView<'_> {
             Decision::Selected(r) => format!("selected #{}", r + 1),
             Decision::NoRoom => "no room left in the budget".to_string(),
             Decision::NoValue => match self.plan.duplicate_of[i] {
-                Some(d) => format!("no value left: near-duplicate of {}", self.rows[d].name),
+                Some(d) => format!("no value left: duplicate of {}", self.rows[d].name),
                 None => "no value left".to_string(),
             },
         }

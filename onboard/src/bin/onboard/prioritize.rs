@@ -367,6 +367,7 @@ mod tests {
                 probs,
                 calibrated_probs: None,
                 quality: Default::default(),
+                content_hash: None,
             },
         }
     }

@@ -9,6 +9,9 @@ use crate::bundle::InputSpec;
 
 /// Largest accepted image side in pixels; larger headers are refused before decoding.
 pub const MAX_SIDE: u32 = 8192;
+/// Largest accepted pixel count (width x height), checked from the header before decoding: a
+/// board-sized budget that bounds the decoded frame (72 MB as 8-bit RGB) whatever the format.
+pub const MAX_PIXELS: u64 = 24_000_000;
 /// Largest accepted file size in bytes.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest decoder allocation in bytes.
@@ -40,8 +43,9 @@ pub enum ImageError {
     /// A JPEG stream stops before its end-of-image marker (lost or cut-off data).
     #[error("truncated JPEG: no end-of-image marker")]
     TruncatedJpeg,
-    /// The header claims a size beyond [`MAX_SIDE`]; the image is not decoded.
-    #[error("header claims {0}x{1} pixels, beyond the {MAX_SIDE}-pixel side limit; not decoded")]
+    /// The header claims a side beyond [`MAX_SIDE`] or more than [`MAX_PIXELS`] pixels; the
+    /// image is not decoded.
+    #[error("header claims {0}x{1} pixels, beyond the limits ({MAX_SIDE} per side, {MAX_PIXELS} in all); not decoded")]
     TooManyPixels(u32, u32),
     /// The decoded image is too small to carry information.
     #[error("image of {0}x{1} pixels is below the 8x8 minimum")]
@@ -98,7 +102,7 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
 }
 
 /// A reader over `bytes` that passed the content checks (non-empty, complete JPEG, header
-/// within [`MAX_SIDE`]) with the decode limits set.
+/// within [`MAX_SIDE`] and [`MAX_PIXELS`]) with the decode limits set.
 fn checked_reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
@@ -110,7 +114,7 @@ fn checked_reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError
     let (w, h) = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()?
         .into_dimensions()?;
-    if w > MAX_SIDE || h > MAX_SIDE {
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
         return Err(ImageError::TooManyPixels(w, h));
     }
     let mut limits = Limits::default();
@@ -286,6 +290,57 @@ pub fn load_tensor(path: &Path, spec: &InputSpec) -> Result<Vec<f32>, ImageError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRC-32 (IEEE) of PNG chunks, bit by bit.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A PNG whose header claims `w x h` 8-bit RGB pixels, with an empty data chunk.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, body) in [
+            (
+                &b"IHDR"[..],
+                [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 0]].concat(),
+            ),
+            (&b"IDAT"[..], Vec::new()),
+            (&b"IEND"[..], Vec::new()),
+        ] {
+            out.extend((body.len() as u32).to_be_bytes());
+            let chunk = [kind, &body[..]].concat();
+            out.extend(&chunk);
+            out.extend(crc32(&chunk).to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_header_over_the_pixel_budget_is_refused_before_decoding() {
+        // 5000 x 5000 = 25 MP: each side is allowed, the product is not.
+        let err = decode_bytes(&png_header(5000, 5000)).unwrap_err();
+        assert!(
+            matches!(err, ImageError::TooManyPixels(5000, 5000)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("24000000 in all"), "{err}");
+        let err = decode_bytes(&png_header(9000, 10)).unwrap_err();
+        assert!(matches!(err, ImageError::TooManyPixels(9000, 10)), "{err}");
+        // Within the budget the header passes and decoding fails on the missing data instead.
+        let err = decode_bytes(&png_header(4000, 4000)).unwrap_err();
+        assert!(!matches!(err, ImageError::TooManyPixels(..)), "{err}");
+    }
 
     fn spec(w: u32, h: u32) -> InputSpec {
         InputSpec {

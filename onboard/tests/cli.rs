@@ -571,7 +571,7 @@ fn bad_corpus_is_skipped_with_reasons_and_the_pass_goes_on() {
         ("one_pixel.JPG", "below the 8x8 minimum"),
         (
             "huge_header.JPG",
-            "20000x20000 pixels, beyond the 8192-pixel side limit; not decoded",
+            "20000x20000 pixels, beyond the limits (8192 per side, 24000000 in all); not decoded",
         ),
         ("broken_link.JPG", "cannot read"),
         ("loop.JPG", "cannot read"),

@@ -113,6 +113,45 @@ fn a_byte_identical_copy_far_from_its_original_is_its_duplicate() {
 }
 
 #[test]
+fn a_backlog_image_deleted_from_the_folder_leaves_the_plan_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("pass");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    all.sort();
+    for p in &all[..4] {
+        std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
+    }
+    let journal = tmp.path().join("j.jsonl");
+    let pass = || {
+        json(&onboard(&[
+            "prioritize",
+            d.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+            "--json",
+        ]))
+    };
+    assert_eq!(pass()["plan"].as_array().unwrap().len(), 4);
+    let gone = all[1].file_name().unwrap().to_str().unwrap();
+    std::fs::remove_file(d.join(gone)).unwrap();
+    let doc = pass();
+    let plan = doc["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 3);
+    assert!(plan.iter().all(|r| r["file"] != gone), "{doc}");
+    let skipped = doc["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s["file"] == gone && s["reason"].as_str().unwrap().contains("no longer")),
+        "{doc}"
+    );
+}
+
+#[test]
 fn prioritize_plans_every_fixture_within_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixtures(tmp.path(), 12);

@@ -204,7 +204,8 @@ pub fn analyse_files(analyzer: &mut Analyzer, files: &[PathBuf]) -> (Vec<Analyse
 
 /// Analyses the files the journal does not know yet, appending each result before the next
 /// file; returns the journal's backlog (every analysed, not downlinked image, earlier passes
-/// included) and the skips of this folder.
+/// included) that is still in the folder, and the skips of this folder, with the backlog
+/// images no longer in it (deleted, moved or another folder's) as skips.
 fn analyse_with_journal(
     analyzer: &mut Analyzer,
     files: &[PathBuf],
@@ -262,11 +263,17 @@ fn analyse_with_journal(
                 file,
                 bytes,
                 analysis,
-            } => rows.push(Analysed {
+            } if dir_names.contains(file) => rows.push(Analysed {
                 name: file.clone(),
                 bytes: *bytes,
                 analysis: analysis.clone(),
             }),
+            Record::Analysed { file, .. } => {
+                // Deleted, moved, or another folder's: it cannot be sent from here.
+                let reason = "no longer in the folder: left out of the plan".to_string();
+                eprintln!("skip {file}: {reason}");
+                skipped.push((file.clone(), reason));
+            }
             Record::Skipped { file, reason } if dir_names.contains(file) => {
                 skipped.push((file.clone(), reason.clone()))
             }

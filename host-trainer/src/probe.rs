@@ -195,22 +195,52 @@ pub fn cross_fitted_logits(
     Ok(out)
 }
 
+/// For labels `y` (class ids below `classes`) and logit adjustment `tau`: the prior the
+/// probe's probabilities refer to ([`output_prior`] of the labels' [`class_prior`]) and the
+/// per-class weights ([`reweighting`]) that make rows labelled like `y` stand for it.
+///
+/// [`class_prior`]: onboard::bundle::class_prior
+pub fn prior_and_weights(y: &[usize], classes: usize, tau: f64) -> (Vec<f32>, Vec<f32>) {
+    let label_prior = onboard::bundle::class_prior(y, classes);
+    let prior = output_prior(&label_prior, tau);
+    let weights = reweighting(&label_prior, &prior);
+    (prior, weights)
+}
+
+/// A temperature fitted on cross-fitted logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossFit {
+    /// The prior the probe's probabilities refer to.
+    pub prior: Vec<f32>,
+    /// The temperature; `None` when it cannot be fitted.
+    pub temperature: Option<f32>,
+    /// Mean reweighted negative log-likelihood at temperature 1 and at the fit (with it).
+    pub nll: Option<(f64, f64)>,
+}
+
 /// The temperature of a probe with settings `cfg` on `x` / `y`, fitted on `fold`-cross-fitted
 /// logits with the rows reweighted to the prior the probe's probabilities refer to
-/// ([`output_prior`]); returns that prior too. `None` temperature when it cannot be fitted.
+/// ([`prior_and_weights`]).
 pub fn cross_fitted_temperature(
     x: &Tensor,
     y: &[usize],
     classes: usize,
     cfg: &ProbeConfig,
     fold: &[usize],
-) -> anyhow::Result<(Option<f32>, Vec<f32>)> {
+) -> anyhow::Result<CrossFit> {
     let held = cross_fitted_logits(x, y, classes, cfg, fold)?;
-    let label_prior = onboard::bundle::class_prior(y, classes);
-    let prior = output_prior(&label_prior, cfg.logit_adjust);
-    let weights = reweighting(&label_prior, &prior);
-    let t = onboard::bundle::fit_temperature_weighted(&held, classes, y, Some(&weights));
-    Ok((t, prior))
+    let (prior, weights) = prior_and_weights(y, classes, cfg.logit_adjust);
+    let w = Some(weights.as_slice());
+    let temperature = onboard::bundle::fit_temperature_weighted(&held, classes, y, w);
+    let nll = temperature.map(|t| {
+        let at = |t: f64| onboard::bundle::nll_at_temperature_weighted(&held, classes, y, t, w);
+        (at(1.0), at(f64::from(t)))
+    });
+    Ok(CrossFit {
+        prior,
+        temperature,
+        nll,
+    })
 }
 
 #[cfg(test)]

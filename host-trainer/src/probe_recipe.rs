@@ -157,21 +157,15 @@ fn cross_fitted(
         return Ok(None);
     }
     let folds = crate::probe::round_robin_folds(labels.len(), TEMPERATURE_FOLDS);
-    let held = crate::probe::cross_fitted_logits(features, labels, classes, cfg, &folds)?;
-    let label_prior = onboard::bundle::class_prior(labels, classes);
-    let prior = crate::probe::output_prior(&label_prior, cfg.logit_adjust);
-    let w = crate::probe::reweighting(&label_prior, &prior);
-    let Some(t) = onboard::bundle::fit_temperature_weighted(&held, classes, labels, Some(&w))
-    else {
+    let fit = crate::probe::cross_fitted_temperature(features, labels, classes, cfg, &folds)?;
+    let (Some(t), Some(nll)) = (fit.temperature, fit.nll) else {
         return Ok(None);
     };
-    let nll =
-        |t: f64| onboard::bundle::nll_at_temperature_weighted(&held, classes, labels, t, Some(&w));
     Ok(Some(CrossFitted {
         name: format!("the training images' logits cross-fitted in {TEMPERATURE_FOLDS} folds"),
         temperature: t,
         images: labels.len(),
-        nll: (nll(1.0), nll(f64::from(t))),
+        nll,
     }))
 }
 

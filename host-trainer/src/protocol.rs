@@ -214,8 +214,8 @@ fn probe_row(
     } else {
         probe::round_robin_folds(train.len(), 5)
     };
-    let (temperature, prior) = probe::cross_fitted_temperature(&x, &train.labels, c, cfg, &folds)?;
-    let temperature = temperature.unwrap_or(1.0);
+    let fit = probe::cross_fitted_temperature(&x, &train.labels, c, cfg, &folds)?;
+    let (temperature, prior) = (fit.temperature.unwrap_or(1.0), fit.prior);
     let p = Probe::fit(&x, &train.labels, c, cfg)?;
     let logits = crate::model::to_vec(&p.logits(&features::tensor(val)));
     let fixed = evaluate::classification(&val.labels, &argmax_rows(&logits, c), classes);

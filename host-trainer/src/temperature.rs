@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use onboard::bundle::{
-    class_prior, fit_temperature_weighted, nll_at_temperature_weighted, Bundle, Calibration,
-    Manifest,
+    fit_temperature_weighted, nll_at_temperature_weighted, Bundle, Calibration, Manifest,
 };
 
 /// What `host-trainer calibrate` does.
@@ -122,10 +121,8 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
             opts.bundle.display()
         );
     }
-    let label_prior = class_prior(&train, classes);
     let tau = logit_adjust(&m);
-    let prior = crate::probe::output_prior(&label_prior, tau);
-    let weights = crate::probe::reweighting(&label_prior, &prior);
+    let (prior, weights) = crate::probe::prior_and_weights(&train, classes, tau);
     let mut report = CalibrateReport {
         temperature: 1.0,
         class_prior: m

@@ -48,6 +48,12 @@ fn fixtures(tmp: &Path, n: usize) -> PathBuf {
     if !emulated() {
         return root().join("testdata/pass");
     }
+    copy_first_fixtures(tmp, n).0
+}
+
+/// A copy of the first `n` fixture images (by name) in `tmp/pass`; returns the folder and
+/// every fixture's path, sorted.
+fn copy_first_fixtures(tmp: &Path, n: usize) -> (PathBuf, Vec<PathBuf>) {
     let d = tmp.join("pass");
     std::fs::create_dir_all(&d).unwrap();
     let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
@@ -58,7 +64,7 @@ fn fixtures(tmp: &Path, n: usize) -> PathBuf {
     for p in &all[..n] {
         std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
     }
-    d
+    (d, all)
 }
 
 fn onboard(args: &[&str]) -> std::process::Output {
@@ -88,16 +94,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_byte_identical_copy_far_from_its_original_is_its_duplicate() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().join("pass");
-    std::fs::create_dir_all(&d).unwrap();
-    let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    all.sort();
-    for p in &all[..10] {
-        std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
-    }
+    let (d, all) = copy_first_fixtures(tmp.path(), 10);
     // Sorted last, 10 images after its original: beyond the near-duplicate window of 8.
     std::fs::copy(&all[0], d.join("zzz_copy.jpg")).unwrap();
     let doc = json(&onboard(&["prioritize", d.to_str().unwrap(), "--json"]));
@@ -115,16 +112,7 @@ fn a_byte_identical_copy_far_from_its_original_is_its_duplicate() {
 #[test]
 fn a_backlog_image_deleted_from_the_folder_leaves_the_plan_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().join("pass");
-    std::fs::create_dir_all(&d).unwrap();
-    let mut all: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pass"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    all.sort();
-    for p in &all[..4] {
-        std::fs::copy(p, d.join(p.file_name().unwrap())).unwrap();
-    }
+    let (d, all) = copy_first_fixtures(tmp.path(), 4);
     let journal = tmp.path().join("j.jsonl");
     let pass = || {
         json(&onboard(&[

@@ -230,6 +230,17 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The classifier's logit adjustment (its probabilities refer to the training prior raised to
+    /// `1 - logit_adjust`): the probe recipe's or the semi-supervised classifier's, 0 for the
+    /// small CNN.
+    pub fn logit_adjust(&self) -> f64 {
+        match (&self.probe, &self.semi) {
+            (Some(p), _) => p.probe.logit_adjust,
+            (None, Some(s)) => s.logit_adjust,
+            (None, None) => 0.0,
+        }
+    }
+
     /// Science value of a class name.
     pub fn science_value(&self, class: &str) -> f32 {
         self.science_values.get(class).copied().unwrap_or(1.0)

@@ -95,7 +95,7 @@ impl ProbeNet {
         let set = effnet::load_pretrained(&vs, "", &file, &["_fc."])?;
         eprintln!("probe: {set} pretrained tensors from {}", file.display());
         let sha = onboard::bundle::sha256_file(&file)?;
-        let features = embed_with_progress(&backbone, images, device);
+        let features = embed_with_progress(|x| backbone.embed(x, false), images, device);
         let probe = Probe::fit(&features, labels, classes, &recipe.probe)?;
         let temperature = cross_fitted(&features, labels, classes, &recipe.probe)?;
         let history = History {
@@ -171,7 +171,13 @@ fn cross_fitted(
 
 /// Pooled features `[n, 1280]` (on the CPU) of `images: [n, 3, side, side]`, in batches, with
 /// a progress bar on stderr.
-fn embed_with_progress(backbone: &EfficientNetLite, images: &Tensor, device: Device) -> Tensor {
+/// Pooled features `[n, F]` (on the CPU) of `images: [n, 3, side, side]` through `embed`
+/// (a frozen backbone in eval mode), in evaluation batches under `no_grad`, with progress.
+pub(crate) fn embed_with_progress(
+    embed: impl Fn(&Tensor) -> Tensor,
+    images: &Tensor,
+    device: Device,
+) -> Tensor {
     let n = images.size()[0];
     let bar = crate::progress::bar(n as u64, "frozen features");
     let mut parts = Vec::new();
@@ -179,7 +185,7 @@ fn embed_with_progress(backbone: &EfficientNetLite, images: &Tensor, device: Dev
     while start < n {
         let len = crate::evaluate::EVAL_BATCH.min(n - start);
         let x = images.narrow(0, start, len).to_device(device);
-        parts.push(tch::no_grad(|| backbone.embed(&x, false)).to_device(Device::Cpu));
+        parts.push(tch::no_grad(|| embed(&x)).to_device(Device::Cpu));
         bar.inc(len as u64);
         start += len;
     }

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -14,6 +16,7 @@ use crate::augment::{AugmentConfig, StrongAugment};
 use crate::effnet::{self, EfficientNetLite, Lite};
 use crate::export::Op;
 use crate::model::{Classifier, Forward};
+use crate::probe::ProbeConfig;
 
 /// Optimizer group of the classification head.
 pub const GROUP_HEAD: usize = 0;
@@ -109,6 +112,19 @@ pub struct SemiConfig {
     pub weak_augment: AugmentConfig,
     /// Augmentation of the contrastive views.
     pub strong_augment: StrongAugment,
+    /// Logit adjustment of `L_cls` (0 = plain cross-entropy): trains on
+    /// `logits + logit_adjust * log(training prior)` and predicts without it, as the probe
+    /// does ([`crate::probe`]), so the head does not bake the training prior in.
+    #[serde(default)]
+    pub logit_adjust: f64,
+    /// LP-FT: before fine-tuning, fit a linear probe on the pretrained backbone's frozen
+    /// features and start the head from it (`None`: the head starts at random).
+    #[serde(default)]
+    pub probe_init: Option<ProbeConfig>,
+    /// Decay of an exponential moving average of the trainable weights, updated after every
+    /// step; the average replaces the weights when training ends (`None`: no averaging).
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for SemiConfig {
@@ -139,6 +155,9 @@ impl Default for SemiConfig {
             dropout: 0.2,
             weak_augment: AugmentConfig::default(),
             strong_augment: StrongAugment::default(),
+            logit_adjust: 0.0,
+            probe_init: None,
+            ema_decay: None,
         }
     }
 }
@@ -171,6 +190,33 @@ impl SemiConfig {
             (0.0..1.0).contains(&self.dropout),
             "dropout must be in [0, 1)"
         );
+        anyhow::ensure!(
+            self.logit_adjust.is_finite() && (0.0..=2.0).contains(&self.logit_adjust),
+            "semi.logit_adjust {} must be in 0..=2",
+            self.logit_adjust
+        );
+        if let Some(d) = self.ema_decay {
+            anyhow::ensure!(
+                d.is_finite() && d > 0.0 && d < 1.0,
+                "semi.ema_decay {d} must be in (0, 1)"
+            );
+        }
+        if let Some(p) = &self.probe_init {
+            anyhow::ensure!(
+                self.backbone.lite().is_some(),
+                "semi.probe_init needs a pretrained backbone (efficientnet-lite0/1/2), not {:?}",
+                self.backbone
+            );
+            anyhow::ensure!(
+                p.l2.is_finite() && p.l2 >= 0.0 && p.steps > 0 && p.lr > 0.0 && p.lr.is_finite(),
+                "semi.probe_init: l2 must be >= 0, steps and lr positive"
+            );
+            anyhow::ensure!(
+                p.logit_adjust.is_finite() && (0.0..=2.0).contains(&p.logit_adjust),
+                "semi.probe_init.logit_adjust {} must be in 0..=2",
+                p.logit_adjust
+            );
+        }
         let blocks = self.backbone.lite().map_or(0, Lite::blocks);
         anyhow::ensure!(
             self.backbone.lite().is_none() || self.frozen_blocks <= blocks,
@@ -253,6 +299,28 @@ impl SemiNet {
             hu: Mlp::new(&(&pp / "proj_u"), dim, hid, out),
             dropout: cfg.dropout,
         }
+    }
+
+    /// Sets the classification head of an EfficientNet body to `weight: [classes, F]`,
+    /// `bias: [classes]` (LP-FT starts it from a fitted probe).
+    pub fn set_head(&self, weight: &Tensor, bias: &Tensor) -> anyhow::Result<()> {
+        let Body::Effnet { head, .. } = &self.body else {
+            anyhow::bail!("only an EfficientNet body's head can be set from a probe");
+        };
+        let bs = head.bs.as_ref().context("the head has no bias")?;
+        anyhow::ensure!(
+            head.ws.size() == weight.size() && bs.size() == bias.size(),
+            "head shape {:?} + {:?}, probe {:?} + {:?}",
+            head.ws.size(),
+            bs.size(),
+            weight.size(),
+            bias.size()
+        );
+        tch::no_grad(|| {
+            head.ws.shallow_clone().copy_(weight);
+            bs.shallow_clone().copy_(bias);
+        });
+        Ok(())
     }
 
     /// Pooled backbone features `[b, F]`.
@@ -375,6 +443,35 @@ pub fn load_backbone(
     }
 }
 
+/// LP-FT's first stage: fits a linear probe (`cfg`) on the frozen pooled features of
+/// `images: [n, 3, side, side]` through `net`'s pretrained backbone (eval mode) with `labels`
+/// (class ids below `classes`) and starts `net`'s head from it (standardization folded in).
+pub fn init_head_from_probe(
+    net: &SemiNet,
+    cfg: &ProbeConfig,
+    images: &Tensor,
+    labels: &[i64],
+    classes: usize,
+    device: tch::Device,
+) -> anyhow::Result<()> {
+    let y = labels
+        .iter()
+        .map(|&l| usize::try_from(l).context("negative label"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let features =
+        crate::probe_recipe::embed_with_progress(|x| net.embed(x, false), images, device);
+    let probe = crate::probe::Probe::fit(&features, &y, classes, cfg)?;
+    let (w, b) = probe.folded();
+    let dim = features.size()[1];
+    let weight = Tensor::from_slice(&w).view([classes as i64, dim]);
+    net.set_head(&weight, &Tensor::from_slice(&b))?;
+    eprintln!(
+        "probe_init: head set from a probe on {} frozen feature vectors",
+        y.len()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +492,79 @@ mod tests {
         assert_eq!(f.size(), [2, effnet::FEATURES]);
         assert_eq!(net.logits(&f, false).size(), [2, 25]);
         assert_eq!(net.project_s(&f).size(), [2, 128]);
+    }
+
+    #[test]
+    fn probe_init_starts_the_head_at_the_probe() {
+        tch::manual_seed(5);
+        let cfg = SemiConfig {
+            dropout: 0.0,
+            ..SemiConfig::default()
+        };
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = SemiNet::new(&vs, &cfg, 3);
+        let images = Tensor::rand([12, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+        let labels: Vec<i64> = (0..12).map(|i| i % 3).collect();
+        let probe_cfg = ProbeConfig {
+            steps: 50,
+            ..ProbeConfig::default()
+        };
+        init_head_from_probe(&net, &probe_cfg, &images, &labels, 3, tch::Device::Cpu).unwrap();
+        let features = tch::no_grad(|| net.embed(&images, false));
+        let y: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+        let probe = crate::probe::Probe::fit(&features, &y, 3, &probe_cfg).unwrap();
+        let want = probe.logits(&features);
+        let got = tch::no_grad(|| net.logits(&features, false));
+        let diff = f64::try_from((got - &want).abs().max()).unwrap();
+        let scale = f64::try_from(want.abs().max()).unwrap();
+        assert!(scale > 1e-3, "the probe learned nothing: {scale}");
+        assert!(
+            diff < 1e-4 * scale.max(1.0),
+            "head differs from the probe by {diff}"
+        );
+    }
+
+    #[test]
+    fn lp_ft_settings_are_checked() {
+        let probe = Some(ProbeConfig::default());
+        let bad = [
+            SemiConfig {
+                backbone: Backbone::SmallCnn,
+                probe_init: probe,
+                ..SemiConfig::default()
+            },
+            SemiConfig {
+                logit_adjust: f64::NAN,
+                ..SemiConfig::default()
+            },
+            SemiConfig {
+                ema_decay: Some(1.0),
+                ..SemiConfig::default()
+            },
+            SemiConfig {
+                probe_init: Some(ProbeConfig {
+                    steps: 0,
+                    ..ProbeConfig::default()
+                }),
+                ..SemiConfig::default()
+            },
+        ];
+        for cfg in bad {
+            assert!(cfg.validate().is_err(), "{cfg:?} was accepted");
+        }
+        let ok = SemiConfig {
+            probe_init: probe,
+            logit_adjust: 1.0,
+            ema_decay: Some(0.99),
+            ..SemiConfig::default()
+        };
+        ok.validate().unwrap();
+        // Configs written before these settings existed still load.
+        let mut v = serde_json::to_value(SemiConfig::default()).unwrap();
+        for key in ["logit_adjust", "probe_init", "ema_decay"] {
+            v.as_object_mut().unwrap().remove(key);
+        }
+        let old: SemiConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old, SemiConfig::default());
     }
 }

@@ -159,11 +159,67 @@ struct StepLoss {
     parts: [f64; 4],
 }
 
+/// `logit_adjust * log(prior of data's labels)` on `device` (`[classes]`), added to the logits of
+/// `L_cls`; `None` without logit adjustment.
+fn class_adjust(
+    data: &SemiData<'_>,
+    classes: usize,
+    cfg: &SemiConfig,
+    device: Device,
+) -> Option<Tensor> {
+    (cfg.logit_adjust > 0.0).then(|| {
+        let y: Vec<usize> = data.labels.iter().map(|&l| l.max(0) as usize).collect();
+        let prior = onboard::bundle::class_prior(&y, classes);
+        (Tensor::from_slice(&prior).log() * cfg.logit_adjust).to_device(device)
+    })
+}
+
+/// An exponential moving average of the trainable variables.
+struct Ema {
+    decay: f64,
+    /// (variable, its average)
+    pairs: Vec<(Tensor, Tensor)>,
+}
+
+impl Ema {
+    fn new(vs: &nn::VarStore, decay: f64) -> Self {
+        let pairs = vs
+            .trainable_variables()
+            .into_iter()
+            .map(|v| {
+                let avg = v.detach().copy();
+                (v, avg)
+            })
+            .collect();
+        Self { decay, pairs }
+    }
+
+    fn update(&mut self) {
+        tch::no_grad(|| {
+            for (v, avg) in &mut self.pairs {
+                let next = &*avg * self.decay + &*v * (1.0 - self.decay);
+                avg.copy_(&next);
+            }
+        });
+    }
+
+    /// Replaces every variable by its average.
+    fn apply(mut self) {
+        tch::no_grad(|| {
+            for (v, avg) in &mut self.pairs {
+                v.copy_(avg);
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn objective(
     net: &SemiNet,
     data: &SemiData<'_>,
     cfg: &SemiConfig,
     batch: &StepBatch,
+    adjust: Option<&Tensor>,
     rng: &mut ChaCha8Rng,
     device: Device,
 ) -> StepLoss {
@@ -175,9 +231,12 @@ fn objective(
     let idx = Tensor::from_slice(&batch.cls);
     let x = data.images.index_select(0, &idx).to_device(device);
     let x = augment::classifier_batch(&x, &cfg.weak_augment, rng);
-    let l_cls = net
-        .logits(&net.embed(&x, true), true)
-        .cross_entropy_for_logits(&labels(&idx));
+    let logits = net.logits(&net.embed(&x, true), true);
+    let logits = match adjust {
+        Some(a) => logits + a,
+        None => logits,
+    };
+    let l_cls = logits.cross_entropy_for_logits(&labels(&idx));
     // Out-of-place sums: `total` starts as a handle on `l_cls`, which must keep its value.
     let mut total = l_cls.shallow_clone();
     let mut l_s_val = 0.0;
@@ -223,11 +282,14 @@ pub fn first_step_loss(
     let mut sampler = Sampler::new(data, classes)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let batch = sampler.next(cfg, &mut rng);
-    Ok(objective(net, data, cfg, &batch, &mut rng, device).parts[0])
+    let adjust = class_adjust(data, classes, cfg, device);
+    Ok(objective(net, data, cfg, &batch, adjust.as_ref(), &mut rng, device).parts[0])
 }
 
 /// Trains `net` (variables in `vs`) on `data` for `cfg.epochs` epochs (or `max_steps` steps in
 /// total). `after_epoch(epoch, history)` runs after each epoch; an error there stops training.
+/// With `cfg.ema_decay` the weights' moving average replaces them at the end (the per-epoch
+/// callback sees the raw weights).
 #[allow(clippy::too_many_arguments)]
 pub fn train_semi(
     net: &SemiNet,
@@ -259,6 +321,8 @@ pub fn train_semi(
     let start = Instant::now();
     let mut history = SemiHistory::default();
     let mut paused = 0.0;
+    let adjust = class_adjust(data, classes, cfg, device);
+    let mut ema = cfg.ema_decay.map(|d| Ema::new(vs, d));
     for epoch in 0..cfg.epochs {
         if history.steps >= total {
             break;
@@ -271,7 +335,7 @@ pub fn train_semi(
         let mut taken = 0usize;
         while taken < per_epoch && history.steps < total {
             let batch = sampler.next(cfg, &mut rng);
-            let step = objective(net, data, cfg, &batch, &mut rng, device);
+            let step = objective(net, data, cfg, &batch, adjust.as_ref(), &mut rng, device);
             anyhow::ensure!(
                 step.parts[0].is_finite(),
                 "semi-supervised training diverged at step {} (loss {}); lower the learning rates",
@@ -279,6 +343,9 @@ pub fn train_semi(
                 step.parts[0]
             );
             opt.backward_step(&step.total);
+            if let Some(e) = ema.as_mut() {
+                e.update();
+            }
             for (s, v) in sums.iter_mut().zip(step.parts) {
                 *s += v;
             }
@@ -302,6 +369,9 @@ pub fn train_semi(
         paused += t.elapsed().as_secs_f64();
     }
     bar.finish_and_clear();
+    if let Some(e) = ema {
+        e.apply();
+    }
     history.seconds = start.elapsed().as_secs_f64() - paused;
     history.seconds_per_epoch = (history.steps >= per_epoch)
         .then(|| history.seconds / history.steps as f64 * per_epoch as f64);
@@ -323,5 +393,39 @@ mod tests {
         cls.sort_unstable();
         assert_eq!(cls, vec![0, 2, 3]);
         assert_eq!(one_per_class(&by_class, 2, &mut rng).len(), 2);
+    }
+
+    #[test]
+    fn ema_averages_and_replaces() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut x = vs.root().zeros("x", &[2]);
+        let mut ema = Ema::new(&vs, 0.5);
+        tch::no_grad(|| x.copy_(&Tensor::from_slice(&[1.0f32, 2.0])));
+        ema.update();
+        ema.update();
+        ema.apply();
+        let got: Vec<f32> = Vec::try_from(&x).unwrap();
+        assert_eq!(got, vec![0.75, 1.5]);
+    }
+
+    #[test]
+    fn logit_adjustment_follows_the_label_prior() {
+        let images = Tensor::zeros([4, 3, 8, 8], (tch::Kind::Float, Device::Cpu));
+        let labels = [0i64, 0, 0, 1];
+        let data = SemiData {
+            images: &images,
+            labels: &labels,
+            unlabeled: None,
+        };
+        let mut cfg = SemiConfig::default();
+        assert!(class_adjust(&data, 2, &cfg, Device::Cpu).is_none());
+        cfg.logit_adjust = 1.0;
+        let a: Vec<f32> =
+            Vec::try_from(class_adjust(&data, 2, &cfg, Device::Cpu).unwrap()).unwrap();
+        // The training prior counts half a pseudo-count per class: 3.5 / 5 and 1.5 / 5.
+        assert!(
+            (a[0] - 0.7f32.ln()).abs() < 1e-5 && (a[1] - 0.3f32.ln()).abs() < 1e-5,
+            "{a:?}"
+        );
     }
 }

@@ -186,12 +186,11 @@ pub fn calibrate(opts: &CalibrateOptions) -> anyhow::Result<CalibrateReport> {
 }
 
 /// The logit adjustment of the bundle's classifier, read from its training config: the probe
-/// recipe's `logit_adjust`, 0 for every other classifier.
+/// recipe's or the semi-supervised classifier's `logit_adjust`, 0 for the small CNN.
 fn logit_adjust(m: &Manifest) -> f64 {
     serde_json::from_value::<crate::config::TrainConfig>(m.provenance.config.clone())
         .ok()
-        .and_then(|c| c.probe)
-        .map_or(0.0, |p| p.probe.logit_adjust)
+        .map_or(0.0, |c| c.logit_adjust())
 }
 
 /// The items of a split file (lines `calibrated/NAME.JPG CLASS_ID`), every class id checked

@@ -136,6 +136,16 @@ pub fn train_classifier(
     let stage = if let Some(semi) = &cfg.semi {
         let net = SemiNet::new(vs, semi, classes as i64);
         let sha = crate::semi::load_backbone(vs, semi, pretrained)?;
+        if let Some(probe) = &semi.probe_init {
+            crate::semi::init_head_from_probe(
+                &net,
+                probe,
+                &train_set.images,
+                &train_set.labels,
+                classes,
+                device,
+            )?;
+        }
         let pool = unlabeled_pool();
         let data = SemiData {
             images: &train_set.images,

@@ -7,41 +7,92 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::adapt::{AdaptState, StreamAdapter};
-use crate::pipeline::Analysis;
+use crate::analysis::Analysis;
 use lock::JournalLock;
+pub use name::FileName;
 
 pub mod lock;
+pub mod name;
 
-/// What happened to one image.
+/// What says a file is still the one a record is about: its size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Modification time, nanoseconds since the Unix epoch (negative before it).
+    pub mtime_ns: i64,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata (`None` when the platform gives no modification time).
+    pub fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        let t = meta.modified().ok()?;
+        let ns = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).ok()?,
+            Err(e) => i64::try_from(e.duration().as_nanos()).ok()?.checked_neg()?,
+        };
+        Some(Self {
+            bytes: meta.len(),
+            mtime_ns: ns,
+        })
+    }
+}
+
+/// What happened to one image. Records written before stamps and model names existed load
+/// with `None` there (see [`Record::is_current`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Record {
     /// Analysed; waiting in the backlog until downlinked.
     Analysed {
         /// File name.
-        file: String,
+        file: FileName,
         /// File size in bytes.
         bytes: u64,
-        /// The analysis.
+        /// Modification time of the file analysed (ns since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<i64>,
+        /// The analyzer that made it (`pipeline::Analyzer::fingerprint`: precision
+        /// and manifest hash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// The analysis (its `content_hash` identifies the bytes analysed).
         analysis: Analysis,
     },
-    /// Could not be analysed.
+    /// Could not be analysed; retried when the file's stamp changes.
     Skipped {
         /// File name.
-        file: String,
+        file: FileName,
         /// Why.
         reason: String,
+        /// The file's stamp when it was tried (`None`: it could not be read at all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
     /// Sent to the ground; leaves the backlog.
     Downlinked {
         /// File name.
-        file: String,
+        file: FileName,
+        /// The stamp of the version that was sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
+    },
+    /// Dropped from a backlog over its capacity (lowest value per byte first); leaves the
+    /// backlog unless the file changes.
+    Expired {
+        /// File name.
+        file: FileName,
+        /// The stamp of the version that expired.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
+        /// Why (the capacity).
+        reason: String,
     },
     /// The stream adaptation's whole state after every adapted record before it (written at
     /// the end of a pass and on compaction; later adapted records are replayed onto it).
@@ -53,12 +104,47 @@ pub enum Record {
 
 impl Record {
     /// The file the record is about (none for [`Record::Adaptation`]).
-    pub fn file(&self) -> Option<&str> {
+    pub fn file(&self) -> Option<&FileName> {
         match self {
             Record::Analysed { file, .. }
             | Record::Skipped { file, .. }
-            | Record::Downlinked { file } => Some(file),
+            | Record::Downlinked { file, .. }
+            | Record::Expired { file, .. } => Some(file),
             Record::Adaptation { .. } => None,
+        }
+    }
+
+    /// The stamp of the file version the record is about.
+    pub fn stamp(&self) -> Option<Stamp> {
+        match self {
+            Record::Analysed {
+                bytes, mtime_ns, ..
+            } => mtime_ns.map(|mtime_ns| Stamp {
+                bytes: *bytes,
+                mtime_ns,
+            }),
+            Record::Skipped { stamp, .. }
+            | Record::Downlinked { stamp, .. }
+            | Record::Expired { stamp, .. } => *stamp,
+            Record::Adaptation { .. } => None,
+        }
+    }
+
+    /// Whether this record (the file's latest) still holds for the file as it is now (`now`,
+    /// `None` when it cannot be read) and the analyzer `model`: an analysis only for the same
+    /// stamp and model, a skip only for the same stamp; a downlink or an expiry for the same
+    /// stamp, or for any when the record has none (written before stamps existed: the image
+    /// is not sent twice). Anything else is analysed again.
+    pub fn is_current(&self, now: Option<Stamp>, model: &str) -> bool {
+        match self {
+            Record::Analysed { model: m, .. } => {
+                now.is_some() && self.stamp() == now && m.as_deref() == Some(model)
+            }
+            Record::Skipped { stamp, .. } => now.is_some() && *stamp == now,
+            Record::Downlinked { stamp, .. } | Record::Expired { stamp, .. } => {
+                stamp.is_none() || *stamp == now
+            }
+            Record::Adaptation { .. } => false,
         }
     }
 }
@@ -104,6 +190,39 @@ pub enum JournalError {
     },
 }
 
+/// The records of a journal's bytes.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Bytes up to the end of the last good record: all of them unless the last line is
+    /// unterminated (a record torn by a crash), which is left out.
+    pub good_len: u64,
+}
+
+/// Parses a journal's bytes, one JSON record per `\n`-terminated line. Only an unterminated
+/// last line is a torn record (left out of [`Parsed`]); a complete line that does not parse is
+/// an error `(1-based line, message)`. Never panics, whatever the bytes.
+pub fn parse_records(bytes: &[u8]) -> Result<Parsed, (usize, String)> {
+    let mut records = Vec::new();
+    let mut good_len = 0u64;
+    let mut start = 0usize;
+    let mut line = 0usize;
+    while start < bytes.len() {
+        line += 1;
+        let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') else {
+            break; // torn: unterminated last line
+        };
+        let end = start + len + 1;
+        let r = serde_json::from_slice::<Record>(&bytes[start..end])
+            .map_err(|e| (line, e.to_string()))?;
+        records.push(r);
+        good_len = end as u64;
+        start = end;
+    }
+    Ok(Parsed { records, good_len })
+}
+
 /// An open journal: its records in order and the file, positioned for appending.
 #[derive(Debug)]
 pub struct Journal {
@@ -138,45 +257,15 @@ impl Journal {
             });
         }
         let lock = JournalLock::take(path)?;
-        let mut records = Vec::new();
-        let mut good_len = 0u64;
-        let mut offset = 0u64;
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(&file);
-        loop {
-            let mut buf = Vec::new();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(io("cannot read the journal"))?;
-            if n == 0 {
-                break;
-            }
-            offset += n as u64;
-            lines.push((buf, offset));
-        }
-        let count = lines.len();
-        for (i, (buf, end)) in lines.into_iter().enumerate() {
-            let parsed = if buf.last() == Some(&b'\n') {
-                serde_json::from_slice::<Record>(&buf).map_err(|e| e.to_string())
-            } else {
-                Err("unterminated record".to_string())
-            };
-            let terminated = buf.last() == Some(&b'\n');
-            match parsed {
-                Ok(r) => {
-                    records.push(r);
-                    good_len = end;
-                }
-                Err(_) if i + 1 == count && !terminated => break,
-                Err(message) => {
-                    return Err(JournalError::Corrupt {
-                        path: path.to_path_buf(),
-                        line: i + 1,
-                        message,
-                    })
-                }
-            }
-        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io("cannot read the journal"))?;
+        let offset = bytes.len() as u64;
+        let Parsed { records, good_len } =
+            parse_records(&bytes).map_err(|(line, message)| JournalError::Corrupt {
+                path: path.to_path_buf(),
+                line,
+                message,
+            })?;
         if good_len != offset {
             file.set_len(good_len)
                 .map_err(io("cannot drop the torn last record"))?;
@@ -229,7 +318,7 @@ impl Journal {
 
     /// The latest record of every file, in first-seen order.
     pub fn latest(&self) -> Vec<&Record> {
-        let mut pos: HashMap<&str, usize> = HashMap::new();
+        let mut pos: HashMap<&FileName, usize> = HashMap::new();
         let mut out: Vec<&Record> = Vec::new();
         for r in &self.records {
             let Some(file) = r.file() else { continue };
@@ -245,8 +334,9 @@ impl Journal {
     }
 
     /// What rebuilds the stream adaptation: the last saved state, if any, and the analyses
-    /// adapted after it, in order (their latents and calibrated probabilities replay onto it).
-    pub fn adaptation(&self) -> (Option<&AdaptState>, Vec<&Analysis>) {
+    /// adapted after it, in order, each with the analyzer that made it (their latents and
+    /// calibrated probabilities replay onto it).
+    pub fn adaptation(&self) -> (Option<&AdaptState>, Vec<(&Analysis, Option<&str>)>) {
         let start = self
             .records
             .iter()
@@ -259,9 +349,9 @@ impl Journal {
         let replay = self.records[after..]
             .iter()
             .filter_map(|r| match r {
-                Record::Analysed { analysis, .. } if analysis.calibrated_probs.is_some() => {
-                    Some(analysis)
-                }
+                Record::Analysed {
+                    analysis, model, ..
+                } if analysis.calibrated_probs.is_some() => Some((analysis, model.as_deref())),
                 _ => None,
             })
             .collect();
@@ -309,7 +399,7 @@ impl Journal {
     /// with the last saved state put back and the adapted analyses after it replayed, so it
     /// stands exactly where the last synced image left it. `None` when the journal holds no
     /// adaptation (no saved state, no adapted analysis). `model` is the run's
-    /// [`crate::pipeline::Analyzer::fingerprint`]: a state of another bundle or precision is
+    /// `pipeline::Analyzer::fingerprint`: a state of another bundle or precision is
     /// an error.
     pub fn resume_adaptation(
         &self,
@@ -327,7 +417,12 @@ impl Journal {
         if let Some(s) = state {
             ground.restore(s, model).map_err(|e| fail(e.to_string()))?;
         }
-        for a in replay {
+        for (a, made_by) in replay {
+            if let Some(other) = made_by.filter(|m| *m != model) {
+                return Err(fail(format!(
+                    "an adapted record was made by {other}, this run is {model}"
+                )));
+            }
             let probs = a.calibrated_probs.as_deref().unwrap_or_default();
             ground
                 .replay(&a.latent, probs)

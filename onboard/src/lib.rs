@@ -11,6 +11,8 @@ pub mod decide;
 #[cfg(feature = "std")]
 pub mod adapt;
 #[cfg(feature = "std")]
+pub mod analysis;
+#[cfg(feature = "std")]
 pub mod bundle;
 #[cfg(feature = "std")]
 pub mod downlink;
@@ -25,7 +27,7 @@ pub mod render;
 
 #[cfg(feature = "tract")]
 pub mod convops;
-#[cfg(feature = "tract")]
+#[cfg(feature = "std")]
 pub mod journal;
 #[cfg(feature = "tract")]
 pub mod pipeline;

@@ -8,35 +8,7 @@ use crate::decide::{self, ClusterStats};
 use crate::preprocess::{self, ImageError, QualityFlags};
 use crate::runtime::{Graph, RuntimeError};
 
-/// What the pipeline concluded about one image.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Analysis {
-    /// Encoder latent (after the bundle's normalization), `latent_dim` values.
-    pub latent: Vec<f32>,
-    /// Nearest cluster.
-    pub cluster: usize,
-    /// Distance to the nearest centroid.
-    pub distance: f32,
-    /// Novelty relative to the cluster's distance statistics (see [`decide::novelty`]).
-    pub novelty: f32,
-    /// Predicted class id.
-    pub class: usize,
-    /// Softmax probability of the predicted class.
-    pub confidence: f32,
-    /// Probabilities of every class (adapted to the stream's class prior when adaptation is
-    /// on).
-    pub probs: Vec<f32>,
-    /// With adaptation on: the calibrated probabilities before the class-prior adaptation,
-    /// kept so the journal can rebuild the adapter's state ([`crate::adapt::StreamAdapter::replay`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibrated_probs: Option<Vec<f32>>,
-    /// Image-quality flags of the decoded image.
-    pub quality: QualityFlags,
-    /// [`preprocess::content_hash`] of the file's bytes (absent in records written before it
-    /// existed): byte-identical copies are duplicates at any distance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_hash: Option<u64>,
-}
+pub use crate::analysis::Analysis;
 
 /// Why one image produced no analysis.
 #[derive(Debug, thiserror::Error)]

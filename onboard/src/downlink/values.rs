@@ -86,7 +86,7 @@ pub fn values_from(
         // the planner's factors far inside f32.
         if !(x.is_finite() && (0.0..=MAX_VALUE).contains(&x)) {
             return Err(fmt(format!(
-                "value of {name:?} is {x}; it must be within 0..={MAX_VALUE}"
+                "value of {name:?} is {x:?}; it must be within 0..={MAX_VALUE}"
             )));
         }
         if !classes.iter().any(|c| c == name) {

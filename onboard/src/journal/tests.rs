@@ -5,6 +5,8 @@ fn analysed(file: &str) -> Record {
     Record::Analysed {
         file: file.into(),
         bytes: 100,
+        mtime_ns: None,
+        model: None,
         analysis: Analysis {
             latent: vec![0.5, -0.25],
             cluster: 1,
@@ -30,6 +32,7 @@ fn records_survive_reopen_and_a_torn_tail_is_dropped() {
         j.append(Record::Skipped {
             file: "b.JPG".into(),
             reason: "empty file".into(),
+            stamp: None,
         })
         .unwrap();
     }
@@ -45,12 +48,18 @@ fn records_survive_reopen_and_a_torn_tail_is_dropped() {
     assert_eq!(std::fs::metadata(&p).unwrap().len(), good);
     j.append(Record::Downlinked {
         file: "a.JPG".into(),
+        stamp: None,
     })
     .unwrap();
     drop(j); // the lock is held until the journal is closed
     let j = Journal::open(&p).unwrap();
     assert_eq!(j.records().len(), 3);
-    let latest: Vec<&str> = j.latest().iter().filter_map(|r| r.file()).collect();
+    let latest: Vec<String> = j
+        .latest()
+        .iter()
+        .filter_map(|r| r.file())
+        .map(FileName::display)
+        .collect();
     assert_eq!(latest, ["a.JPG", "b.JPG"]);
     assert!(matches!(j.latest()[0], Record::Downlinked { .. }));
 }
@@ -91,17 +100,24 @@ fn compaction_keeps_the_latest_record_per_file() {
     j.append(analysed("b.JPG")).unwrap();
     j.append(Record::Downlinked {
         file: "a.JPG".into(),
+        stamp: None,
     })
     .unwrap();
     j.compact(None).unwrap();
     j.append(Record::Skipped {
         file: "c.JPG".into(),
         reason: "x".into(),
+        stamp: None,
     })
     .unwrap();
     drop(j); // the lock is held until the journal is closed
     let back = Journal::open(&p).unwrap();
-    let files: Vec<&str> = back.records().iter().filter_map(|r| r.file()).collect();
+    let files: Vec<String> = back
+        .records()
+        .iter()
+        .filter_map(|r| r.file())
+        .map(FileName::display)
+        .collect();
     assert_eq!(files, ["a.JPG", "b.JPG", "c.JPG"]);
     assert!(matches!(back.records()[0], Record::Downlinked { .. }));
 }
@@ -167,8 +183,10 @@ fn adapted(live: &mut StreamAdapter, i: usize) -> Record {
     let mut probs = calibrated.clone();
     live.adapt_probs(&mut probs).unwrap();
     Record::Analysed {
-        file: format!("{i}.JPG"),
+        file: format!("{i}.JPG").as_str().into(),
         bytes: 100,
+        mtime_ns: None,
+        model: None,
         analysis: Analysis {
             latent,
             cluster: a.cluster,
@@ -233,6 +251,7 @@ fn compaction_keeps_the_adaptation_state_last() {
     }
     j.append(Record::Downlinked {
         file: "1.JPG".into(),
+        stamp: None,
     })
     .unwrap();
     let state = j
@@ -270,4 +289,62 @@ fn a_second_opener_is_refused_with_the_holders_pid_until_the_first_closes() {
     assert!(Journal::open(&p).is_err());
     drop(first);
     assert_eq!(Journal::open(&p).unwrap().records().len(), 1);
+}
+
+#[test]
+fn a_record_holds_only_for_its_file_version_and_model() {
+    let at = |bytes, mtime_ns| Some(Stamp { bytes, mtime_ns });
+    let current = Record::Analysed {
+        file: "a".into(),
+        bytes: 10,
+        mtime_ns: Some(5),
+        model: Some("f32:ab".into()),
+        analysis: match analysed("a") {
+            Record::Analysed { analysis, .. } => analysis,
+            _ => unreachable!(),
+        },
+    };
+    assert!(current.is_current(at(10, 5), "f32:ab"));
+    assert!(!current.is_current(at(11, 5), "f32:ab"), "size changed");
+    assert!(!current.is_current(at(10, 6), "f32:ab"), "time changed");
+    assert!(!current.is_current(at(10, 5), "int8:ab"), "other precision");
+    assert!(!current.is_current(None, "f32:ab"), "unreadable now");
+    let legacy = analysed("a"); // written before stamps and models
+    assert!(!legacy.is_current(at(100, 5), "f32:ab"), "no stamp: redone");
+    let skipped = Record::Skipped {
+        file: "a".into(),
+        reason: "truncated".into(),
+        stamp: at(3, 1),
+    };
+    assert!(skipped.is_current(at(3, 1), "any"));
+    assert!(
+        !skipped.is_current(at(9, 2), "any"),
+        "a changed file is retried"
+    );
+    let sent = |stamp| Record::Downlinked {
+        file: "a".into(),
+        stamp,
+    };
+    assert!(sent(at(3, 1)).is_current(at(3, 1), "m"));
+    assert!(
+        !sent(at(3, 1)).is_current(at(4, 1), "m"),
+        "a new image under the name"
+    );
+    assert!(
+        sent(None).is_current(at(4, 1), "m"),
+        "an old record is not sent twice"
+    );
+}
+
+#[test]
+fn parsing_keeps_good_records_drops_only_a_torn_tail_and_names_a_bad_line() {
+    let good = serde_json::to_string(&analysed("a")).unwrap() + "\n";
+    let p = parse_records(good.as_bytes()).unwrap();
+    assert_eq!((p.records.len(), p.good_len), (1, good.len() as u64));
+    let torn = format!("{good}{{\"status\":\"ana");
+    let p = parse_records(torn.as_bytes()).unwrap();
+    assert_eq!((p.records.len(), p.good_len), (1, good.len() as u64));
+    let bad = format!("{good}not json\n{good}");
+    assert_eq!(parse_records(bad.as_bytes()).unwrap_err().0, 2);
+    assert!(parse_records(b"").unwrap().records.is_empty());
 }

@@ -2,10 +2,13 @@
 //!
 //! `testdata-gen pass DIR` writes synthetic rover-like scenes (ground texture, horizon, sky,
 //! calibration-target disks, hardware-like bars) as JPEG files; `testdata-gen bad DIR` writes
-//! malformed and unusual files. The same build always writes
+//! malformed and unusual files; `testdata-gen hostile DIR` hostile journals and science-value
+//! files. The same build always writes
 //! the same bytes, so the committed `testdata/pass/` can be checked against a fresh run.
 
 use std::path::{Path, PathBuf};
+
+mod hostile;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +41,11 @@ enum Command {
     },
     /// Malformed and unusual files that must be skipped or handled without a crash.
     Bad {
+        /// Output folder (created; existing files of the same names are replaced).
+        dir: PathBuf,
+    },
+    /// Hostile journals and science-value files (`journals/`, `values/`).
+    Hostile {
         /// Output folder (created; existing files of the same names are replaced).
         dir: PathBuf,
     },
@@ -282,6 +290,8 @@ fn main() -> std::process::ExitCode {
             .map(|files| println!("wrote {} images to {}", files.len(), dir.display())),
         Command::Bad { dir } => write_bad(&dir)
             .map(|files| println!("wrote {} files to {}", files.len(), dir.display())),
+        Command::Hostile { dir } => hostile::write_hostile(&dir)
+            .map(|files| println!("wrote {} files to {}", files.len(), dir.display())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -329,6 +339,24 @@ mod tests {
             assert!(
                 fresh == old,
                 "testdata/bad/{name} differs from the generator's output"
+            );
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn committed_hostile_set_matches_the_generator() {
+        let tmp = std::env::temp_dir().join(format!("testdata-gen-hostile-{}", std::process::id()));
+        let names = hostile::write_hostile(&tmp).unwrap();
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hostile");
+        for name in &names {
+            let fresh = std::fs::read(tmp.join(name)).unwrap();
+            let old = std::fs::read(committed.join(name)).unwrap_or_else(|e| {
+                panic!("testdata/hostile/{name}: {e}; run `cargo run -p testdata-gen -- hostile testdata/hostile`")
+            });
+            assert!(
+                fresh == old,
+                "testdata/hostile/{name} differs from the generator's output"
             );
         }
         std::fs::remove_dir_all(&tmp).unwrap();

@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
 use anyhow::bail;
-use onboard::journal::Record;
+use onboard::journal::{FileName, Record};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example: onboard ack --journal /data/triage.jsonl img0001.JPG img0002.JPG")]
@@ -23,22 +25,30 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut journal = crate::prioritize::open_journal(&args.journal)?;
-    let latest: std::collections::HashMap<&str, &Record> = journal
+    let latest: HashMap<&FileName, &Record> = journal
         .latest()
         .into_iter()
         .filter_map(|r| r.file().map(|f| (f, r)))
         .collect();
+    // A name can also be given as the plan printed it (escaped, see FileName::display).
+    let shown: HashMap<String, &FileName> = latest.keys().map(|f| (f.display(), *f)).collect();
     let (mut new, mut already, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
     for f in &args.files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match latest.get(name.as_str()) {
-            Some(Record::Analysed { .. }) if !new.contains(&name) => new.push(name),
+        let raw = FileName::of(f).unwrap_or_else(|| FileName::from(""));
+        let name = match (
+            latest.contains_key(&raw),
+            raw.as_str().and_then(|s| shown.get(s)),
+        ) {
+            (false, Some(&n)) => n.clone(),
+            _ => raw,
+        };
+        match latest.get(&name) {
+            Some(r @ Record::Analysed { .. }) if !new.iter().any(|(n, _)| *n == name) => {
+                new.push((name, r.stamp()))
+            }
             Some(Record::Analysed { .. }) => {}
-            Some(Record::Downlinked { .. }) => already.push(name),
-            _ => unknown.push(name),
+            Some(Record::Downlinked { .. }) => already.push(name.display()),
+            _ => unknown.push(name.display()),
         }
     }
     if !unknown.is_empty() {
@@ -48,9 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             unknown.join(", ")
         );
     }
-    for file in &new {
-        journal.append(Record::Downlinked { file: file.clone() })?;
+    for (file, stamp) in &new {
+        journal.append(Record::Downlinked {
+            file: file.clone(),
+            stamp: *stamp,
+        })?;
     }
+    let new: Vec<String> = new.iter().map(|(f, _)| f.display()).collect();
     if args.json {
         println!(
             "{}",

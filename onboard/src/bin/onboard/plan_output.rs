@@ -47,7 +47,10 @@ impl PlanView<'_> {
             Decision::Selected(r) => format!("selected #{}", r + 1),
             Decision::NoRoom => "no room left in the budget".to_string(),
             Decision::NoValue => match self.plan.duplicate_of[i] {
-                Some(d) => format!("no value left: duplicate of {}", self.rows[d].name),
+                Some(d) => format!(
+                    "no value left: duplicate of {}",
+                    self.rows[d].name.display()
+                ),
                 None => "no value left".to_string(),
             },
         }
@@ -65,7 +68,7 @@ impl PlanView<'_> {
                 let expected_value: f32 =
                     a.probs.iter().zip(self.values).map(|(p, v)| p * v).sum();
                 serde_json::json!({
-                    "file": r.name, "bytes": r.bytes, "class": self.classes[a.class].name,
+                    "file": r.name.display(), "bytes": r.bytes, "class": self.classes[a.class].name,
                     "confidence": a.confidence, "cluster": a.cluster, "novelty": a.novelty,
                     "score": plan.outcomes[i].initial_gain,
                     "selected": self.selected(i), "reason": self.reason(i),
@@ -74,7 +77,7 @@ impl PlanView<'_> {
                         "marginal_gain": plan.outcomes[i].gain,
                         "quality": plan.quality[i],
                         "quality_flags": {"blank": a.quality.blank, "overexposed": a.quality.overexposed, "dominant_channel": a.quality.dominant_channel},
-                        "duplicate_of": plan.duplicate_of[i].map(|d| rows[d].name.clone()),
+                        "duplicate_of": plan.duplicate_of[i].map(|d| rows[d].name.display()),
                     },
                 })
             })
@@ -82,7 +85,7 @@ impl PlanView<'_> {
         let skipped: Vec<_> = self
             .skipped
             .iter()
-            .map(|(f, reason)| serde_json::json!({"file": f, "reason": reason}))
+            .map(|(f, reason)| serde_json::json!({"file": f.display(), "reason": reason}))
             .collect();
         let doc = serde_json::json!({
             "model": model.display().to_string(),
@@ -106,7 +109,7 @@ impl PlanView<'_> {
             out.push_str(&format!(
                 "{:>4} {:<40} {:>9} {:<22} {:>5.2} {:>4} {:>7.2} {:>6.3}  {}\n",
                 rank + 1,
-                r.name,
+                r.name.display(),
                 r.bytes,
                 self.classes[a.class].name,
                 a.confidence,
@@ -136,7 +139,7 @@ impl PlanView<'_> {
             .enumerate()
             .filter_map(|(rank, i)| {
                 let r = &self.rows[i];
-                let img = onboard::preprocess::decode_file(&dir.join(&r.name))
+                let img = onboard::preprocess::decode_file(&dir.join(r.name.to_os_string()))
                     .ok()?
                     .to_rgb8();
                 let caption = vec![

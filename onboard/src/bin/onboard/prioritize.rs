@@ -2,7 +2,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use onboard::adapt::AdaptState;
-use onboard::journal::{Journal, Record};
+use std::collections::{HashMap, HashSet};
+
+use onboard::journal::{FileName, Journal, Record, Stamp};
 use onboard::pipeline::{Analysis, Analyzer};
 use onboard::triage::{self, Candidate, PlannerConfig};
 
@@ -37,10 +39,27 @@ pub struct Args {
     /// downlinked, so later passes leave them out.
     #[arg(long, requires = "journal")]
     mark_sent: bool,
+    /// With --journal: the most images the backlog keeps; past it the lowest expected value per
+    /// byte (ties: the oldest) are recorded as expired and leave the backlog.
+    #[arg(long, requires = "journal", value_name = "IMAGES", default_value_t = triage::MAX_PLAN as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    backlog_capacity: u32,
     /// Images come in file-name order; with --journal the adaptation carries over from pass to
     /// pass (and across a crash) through the journal.
     #[command(flatten)]
     adapt: crate::AdaptArgs,
+}
+
+/// Expected science value per byte of a row.
+fn density(r: &Analysed, values: &[f32]) -> f64 {
+    let v: f32 = r
+        .analysis
+        .probs
+        .iter()
+        .zip(values)
+        .map(|(p, v)| p * v)
+        .sum();
+    f64::from(v) / r.bytes.max(1) as f64
 }
 
 /// At most `cap` rows for one plan: when the backlog holds more, the rows of highest expected
@@ -50,20 +69,10 @@ fn cap_backlog(rows: Vec<Analysed>, values: &[f32], cap: usize) -> Vec<Analysed>
     if rows.len() <= cap {
         return rows;
     }
-    let density = |r: &Analysed| {
-        let v: f32 = r
-            .analysis
-            .probs
-            .iter()
-            .zip(values)
-            .map(|(p, v)| p * v)
-            .sum();
-        f64::from(v) / r.bytes.max(1) as f64
-    };
     let mut rank: Vec<usize> = (0..rows.len()).collect();
     rank.sort_by(|&a, &b| {
-        density(&rows[b])
-            .total_cmp(&density(&rows[a]))
+        density(&rows[b], values)
+            .total_cmp(&density(&rows[a], values))
             .then(a.cmp(&b))
     });
     let mut keep = vec![false; rows.len()];
@@ -77,6 +86,51 @@ fn cap_backlog(rows: Vec<Analysed>, values: &[f32], cap: usize) -> Vec<Analysed>
         .zip(keep)
         .filter_map(|(r, k)| k.then_some(r))
         .collect()
+}
+
+/// Keeps the journal's backlog within `capacity` images: the rows over it of lowest expected
+/// value per byte (ties: the oldest) are recorded as expired, listed as skipped with the
+/// reason, and counted on stderr; they do not come back unless their file changes.
+fn expire_over_capacity(
+    rows: Vec<Analysed>,
+    values: &[f32],
+    capacity: usize,
+    journal: &mut Journal,
+    skipped: &mut Skips,
+) -> anyhow::Result<Vec<Analysed>> {
+    if rows.len() <= capacity {
+        return Ok(rows);
+    }
+    let over = rows.len() - capacity;
+    let mut worst: Vec<usize> = (0..rows.len()).collect();
+    worst.sort_by(|&a, &b| {
+        density(&rows[a], values)
+            .total_cmp(&density(&rows[b], values))
+            .then(a.cmp(&b))
+    });
+    let mut expire = vec![false; rows.len()];
+    worst[..over].iter().for_each(|&i| expire[i] = true);
+    let reason = format!(
+        "expired: the backlog held {} images, over its capacity of {capacity} (--backlog-capacity)",
+        rows.len()
+    );
+    let mut kept = Vec::with_capacity(capacity);
+    for (r, gone) in rows.into_iter().zip(expire) {
+        if !gone {
+            kept.push(r);
+            continue;
+        }
+        journal.append(Record::Expired {
+            file: r.name.clone(),
+            stamp: r.stamp,
+            reason: reason.clone(),
+        })?;
+        skipped.push((r.name, reason.clone()));
+    }
+    eprintln!(
+        "journal: expired {over} backlog images of the lowest expected value per byte ({reason}); raise --backlog-capacity to keep more"
+    );
+    Ok(kept)
 }
 
 /// The stream adaptation a journal pass carries over, which compaction must keep.
@@ -161,12 +215,14 @@ pub fn values_and_planner(
 }
 
 /// Files that could not be analysed: (file name, reason).
-pub type Skips = Vec<(String, String)>;
+pub type Skips = Vec<(FileName, String)>;
 
 /// One analysed file.
 pub struct Analysed {
-    pub name: String,
+    pub name: FileName,
     pub bytes: u64,
+    /// The file's stamp when it was analysed.
+    pub stamp: Option<Stamp>,
     pub analysis: Analysis,
 }
 
@@ -175,37 +231,51 @@ pub fn analyse_files(analyzer: &mut Analyzer, files: &[PathBuf]) -> (Vec<Analyse
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
     for path in files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let result = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read: {e}"))
-            .and_then(|m| {
-                analyzer
-                    .analyze_file(path)
-                    .map(|a| (m.len(), a))
-                    .map_err(|e| e.to_string())
-            });
+        let (result, _) = analyse_one(analyzer, path);
         match result {
-            Ok((bytes, analysis)) => ok.push(Analysed {
-                name,
-                bytes,
-                analysis,
-            }),
-            Err(reason) => {
-                eprintln!("skip {}: {reason}", path.display());
-                skipped.push((name, reason));
-            }
+            Ok(a) => ok.push(a),
+            Err(skip) => skipped.push(skip),
         }
     }
     (ok, skipped)
 }
 
-/// Analyses the files the journal does not know yet, appending each result before the next
-/// file; returns the journal's backlog (every analysed, not downlinked image, earlier passes
-/// included) that is still in the folder, and the skips of this folder, with the backlog
-/// images no longer in it (deleted, moved or another folder's) as skips.
+/// Analyses one file: the analysis, or (name, reason) logged on stderr; with the file's stamp
+/// before the analysis (`None` when it cannot be read).
+fn analyse_one(
+    analyzer: &mut Analyzer,
+    path: &Path,
+) -> (Result<Analysed, (FileName, String)>, Option<Stamp>) {
+    let name = FileName::of(path).unwrap_or_else(|| FileName::from(""));
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"));
+    let stamp = meta.as_ref().ok().and_then(Stamp::of);
+    let result = meta.and_then(|m| {
+        analyzer
+            .analyze_file(path)
+            .map(|a| (m.len(), a))
+            .map_err(|e| e.to_string())
+    });
+    let result = match result {
+        Ok((bytes, analysis)) => Ok(Analysed {
+            name,
+            bytes,
+            stamp,
+            analysis,
+        }),
+        Err(reason) => {
+            eprintln!("skip {}: {reason}", name.display());
+            Err((name, reason))
+        }
+    };
+    (result, stamp)
+}
+
+/// Analyses the files of the folder whose latest journal record no longer holds (new, changed
+/// since, skipped before and changed since, or analysed by another bundle or precision:
+/// [`Record::is_current`]), appending each result before the next file; returns the journal's
+/// backlog (every analysed, not downlinked image, earlier passes included) that is still in
+/// the folder, and the skips of this folder, with the backlog images no longer in it (deleted,
+/// moved or another folder's) as skips.
 fn analyse_with_journal(
     analyzer: &mut Analyzer,
     files: &[PathBuf],
@@ -213,33 +283,46 @@ fn analyse_with_journal(
     carry: Carry,
 ) -> anyhow::Result<(Vec<Analysed>, Skips)> {
     let adapted_before = analyzer.adapter().map(|a| a.images());
-    let known: std::collections::HashSet<String> = journal
-        .records()
-        .iter()
-        .filter_map(|r| r.file().map(str::to_string))
-        .collect();
+    let model = analyzer.fingerprint();
+    let current: HashSet<FileName> = {
+        let latest: HashMap<&FileName, &Record> = journal
+            .latest()
+            .into_iter()
+            .filter_map(|r| r.file().map(|f| (f, r)))
+            .collect();
+        files
+            .iter()
+            .filter_map(|p| {
+                let name = FileName::of(p)?;
+                let now = std::fs::metadata(p).ok().as_ref().and_then(Stamp::of);
+                latest
+                    .get(&name)
+                    .is_some_and(|r| r.is_current(now, &model))
+                    .then_some(name)
+            })
+            .collect()
+    };
     for path in files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if known.contains(&name) {
+        if FileName::of(path).is_some_and(|n| current.contains(&n)) {
             continue;
         }
-        let (mut ok, mut bad) = analyse_files(analyzer, std::slice::from_ref(path));
-        let record = match (ok.pop(), bad.pop()) {
-            (Some(a), _) => Record::Analysed {
+        let record = match analyse_one(analyzer, path) {
+            (Ok(a), _) => Record::Analysed {
                 file: a.name,
                 bytes: a.bytes,
+                mtime_ns: a.stamp.map(|s| s.mtime_ns),
+                model: Some(model.clone()),
                 analysis: a.analysis,
             },
-            (None, Some((file, reason))) => Record::Skipped { file, reason },
-            (None, None) => continue,
+            (Err((file, reason)), stamp) => Record::Skipped {
+                file,
+                reason,
+                stamp,
+            },
         };
         journal.append(record)?;
     }
-    let fingerprint = analyzer.fingerprint();
-    let state = analyzer.adapter().map(|a| a.state(&fingerprint));
+    let state = analyzer.adapter().map(|a| a.state(&model));
     // Saved at the end of every pass that adapted, so a later pass replays only its own images.
     if let Some(s) = state.as_ref().filter(|s| Some(s.images) != adapted_before) {
         journal.append(Record::Adaptation { state: s.clone() })?;
@@ -251,10 +334,13 @@ fn analyse_with_journal(
             Carry::Unreadable => {}
         }
     }
-    let dir_names: std::collections::HashSet<String> = files
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    Ok(backlog_in(journal, files))
+}
+
+/// The journal's backlog in the folder of `files` and the folder's skips; backlog images no
+/// longer in the folder are listed (and logged) as skips.
+fn backlog_in(journal: &Journal, files: &[PathBuf]) -> (Vec<Analysed>, Skips) {
+    let dir_names: HashSet<FileName> = files.iter().filter_map(|p| FileName::of(p)).collect();
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for r in journal.latest() {
@@ -263,24 +349,26 @@ fn analyse_with_journal(
                 file,
                 bytes,
                 analysis,
+                ..
             } if dir_names.contains(file) => rows.push(Analysed {
                 name: file.clone(),
                 bytes: *bytes,
+                stamp: r.stamp(),
                 analysis: analysis.clone(),
             }),
             Record::Analysed { file, .. } => {
                 // Deleted, moved, or another folder's: it cannot be sent from here.
                 let reason = "no longer in the folder: left out of the plan".to_string();
-                eprintln!("skip {file}: {reason}");
+                eprintln!("skip {}: {reason}", file.display());
                 skipped.push((file.clone(), reason));
             }
-            Record::Skipped { file, reason } if dir_names.contains(file) => {
+            Record::Skipped { file, reason, .. } if dir_names.contains(file) => {
                 skipped.push((file.clone(), reason.clone()))
             }
             _ => {}
         }
     }
-    Ok((rows, skipped))
+    (rows, skipped)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -295,7 +383,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (rows, skipped) = match journal.as_mut() {
         Some(j) => {
             let carry = start_adaptation(&mut analyzer, &model, &args.adapt, j)?;
-            analyse_with_journal(&mut analyzer, &files, j, carry)?
+            let (rows, mut skipped) = analyse_with_journal(&mut analyzer, &files, j, carry)?;
+            let rows = expire_over_capacity(
+                rows,
+                &values,
+                args.backlog_capacity as usize,
+                j,
+                &mut skipped,
+            )?;
+            (rows, skipped)
         }
         None => {
             args.adapt.apply(&mut analyzer, &model)?;
@@ -332,6 +428,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for i in view.selected_in_order() {
             j.append(Record::Downlinked {
                 file: rows[i].name.clone(),
+                stamp: rows[i].stamp,
             })
             .context("the plan was delivered, but recording it as sent failed")?;
         }
@@ -364,6 +461,7 @@ mod tests {
         Analysed {
             name: name.into(),
             bytes,
+            stamp: None,
             analysis: Analysis {
                 latent: vec![0.0],
                 cluster: 0,
@@ -389,9 +487,30 @@ mod tests {
             row("d", 1000, vec![0.0, 1.0]), // 0.003
         ];
         let kept = cap_backlog(rows, &values, 2);
-        let names: Vec<&str> = kept.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<String> = kept.iter().map(|r| r.name.display()).collect();
         assert_eq!(names, ["b", "c"]);
         let small = vec![row("a", 1, vec![1.0, 0.0])];
         assert_eq!(cap_backlog(small, &values, 2).len(), 1);
+    }
+
+    #[test]
+    fn expiry_takes_the_lowest_value_per_byte_and_the_oldest_of_a_tie() {
+        let values = [1.0, 3.0];
+        let rows = vec![
+            row("old", 100, vec![1.0, 0.0]), // 0.01 per byte, older of the tie
+            row("best", 10, vec![0.0, 1.0]), // 0.3
+            row("new", 100, vec![1.0, 0.0]), // 0.01, newer
+            row("mid", 100, vec![0.0, 1.0]), // 0.03
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(&dir.path().join("j.jsonl")).unwrap();
+        let mut skipped = Vec::new();
+        let kept = expire_over_capacity(rows, &values, 3, &mut journal, &mut skipped).unwrap();
+        let names: Vec<String> = kept.iter().map(|r| r.name.display()).collect();
+        assert_eq!(names, ["best", "new", "mid"]);
+        assert_eq!(skipped[0].0.display(), "old");
+        assert!(
+            matches!(&journal.records()[0], Record::Expired { file, .. } if file.display() == "old")
+        );
     }
 }

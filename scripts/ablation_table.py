@@ -1,5 +1,6 @@
-"""Summarizes runs/ablation/<variant>-s<seed>/metrics.json as a Markdown table: mean +- std
-over seeds of validation top-1 and macro-F1, and the individual runs' top-1."""
+"""Summarizes runs/ablation/<variant>-s<seed>/eval-{off,on}.json (`onboard eval` on validation in
+sol order) as a Markdown table: per objective, mean +- std over seeds of top-1, macro-F1 and
+balanced accuracy with adaptation off, and of macro-F1 and balanced accuracy with it on."""
 
 import json
 import os
@@ -14,6 +15,14 @@ ORDER = [
     ("simclr", "L_cls + Eq. 1 (sample-wise) instead of L_s"),
 ]
 
+COLUMNS = [
+    ("off", "top1", "top-1"),
+    ("off", "macro_f1", "macro-F1"),
+    ("off", "balanced_accuracy", "balanced"),
+    ("on", "macro_f1", "adapted macro-F1"),
+    ("on", "balanced_accuracy", "adapted balanced"),
+]
+
 
 def fmt(values):
     if not values:
@@ -23,20 +32,24 @@ def fmt(values):
     return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}"
 
 
+def load(root, key):
+    runs = []
+    for name in sorted(os.listdir(root)):
+        off = os.path.join(root, name, "eval-off.json")
+        on = os.path.join(root, name, "eval-on.json")
+        if name.startswith(key + "-s") and os.path.isfile(off) and os.path.isfile(on):
+            runs.append({"off": json.load(open(off)), "on": json.load(open(on))})
+    return runs
+
+
 def main():
     root = sys.argv[1]
-    print("| objective | seeds | val top-1 | val macro-F1 | top-1 per seed |")
-    print("|---|---|---|---|---|")
+    print("| objective | seeds | " + " | ".join(c[2] for c in COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
     for key, label in ORDER:
-        runs = []
-        for name in sorted(os.listdir(root)):
-            path = os.path.join(root, name, "metrics.json")
-            if name.startswith(key + "-s") and os.path.isfile(path):
-                runs.append(json.load(open(path)))
-        top1 = [r["validation"]["top1"] for r in runs if r.get("validation")]
-        f1 = [r["validation"]["macro_f1"] for r in runs if r.get("validation")]
-        each = ", ".join(f"{v:.4f}" for v in top1) or "-"
-        print(f"| {label} | {len(runs)} | {fmt(top1)} | {fmt(f1)} | {each} |")
+        runs = load(root, key)
+        cells = [fmt([r[side][metric] for r in runs]) for side, metric, _ in COLUMNS]
+        print(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

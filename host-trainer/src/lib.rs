@@ -31,7 +31,6 @@ pub mod quantize_bundle;
 pub mod report;
 pub mod run;
 pub mod semi;
-pub mod semi_run;
 pub mod semi_train;
 pub mod temperature;
 pub mod train;

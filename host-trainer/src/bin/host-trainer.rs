@@ -9,7 +9,6 @@ use host_trainer::data::{TRAIN_SPLIT, VAL_SPLIT};
 use host_trainer::device::DeviceChoice;
 use host_trainer::quantize_bundle::{self, QuantizeConfig, QuantizeOptions};
 use host_trainer::run::{self, TrainOptions};
-use host_trainer::semi_run::{self, SemiOptions, SemiRunConfig};
 use host_trainer::temperature;
 use onboard::bundle::Precision;
 
@@ -28,8 +27,6 @@ struct Cli {
 enum Command {
     /// Train autoencoder + k-means and the classifier, export and check the bundle.
     Train(TrainArgs),
-    /// Train the semi-supervised contrastive classifier, evaluate it and export its ONNX.
-    Semi(SemiArgs),
     /// Add int8 graphs (integer compute, and int8 weights with f32 compute) to a bundle,
     /// measure every precision on validation and record the default precision.
     Quantize(QuantizeArgs),
@@ -43,10 +40,9 @@ enum Command {
     /// on-board adaptation off and on (macro-F1, balanced accuracy, per-class recall, clusters).
     /// Example: `host-trainer protocol --data $MSL_DATA --backbone lite0 --side 128 --side 224`
     Protocol(ProtocolArgs),
-    /// Print the default training configuration as JSON.
+    /// Print the default training configuration as JSON (the classifier is the small CNN
+    /// unless a `probe` or `semi` section is given; `configs/` holds the recipes).
     DefaultConfig,
-    /// Print the default semi-supervised configuration as JSON.
-    DefaultSemiConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,41 +141,6 @@ struct QuantizeArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct SemiArgs {
-    /// MSL dataset root (holds calibrated/, the split files and the synset file).
-    #[arg(long)]
-    data: PathBuf,
-    /// Labeled split file(s) relative to --data.
-    #[arg(long = "train-split", default_values_t = [TRAIN_SPLIT.to_string()])]
-    train_splits: Vec<String>,
-    /// Validation split relative to --data; `none` to skip validation.
-    #[arg(long, default_value = VAL_SPLIT)]
-    val_split: String,
-    /// Folder(s) of unlabeled images (default: the labeled and validation images, unlabeled).
-    #[arg(long)]
-    unlabeled: Vec<PathBuf>,
-    /// ImageNet EfficientNet-Lite weights: the folder scripts/setup.sh writes
-    /// (`efficientnet-lite{0,1,2}.safetensors`), or one such file.
-    #[arg(long, env = "TRIAGE_WEIGHTS")]
-    pretrained: Option<PathBuf>,
-    /// Semi-supervised configuration JSON (see `host-trainer default-semi-config`).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override the configuration's seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Run folder for weights, config, metrics, figures and classifier.onnx.
-    #[arg(long)]
-    work: PathBuf,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, clap::Args)]
 struct TrainArgs {
     /// MSL dataset root (holds calibrated/, the split files and the synset file).
     #[arg(long)]
@@ -269,37 +230,6 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         println!(
             "validation: top1 {:.4}, macro-F1 {:.4}; clusters: hungarian {:.4}, majority {:.4}, NMI {:.4}, ARI {:.4}",
             c.top1, c.macro_f1, k.hungarian_acc, k.majority_acc, k.nmi, k.ari
-        );
-    }
-    Ok(())
-}
-
-fn semi(a: SemiArgs) -> anyhow::Result<()> {
-    let mut config = match &a.config {
-        Some(p) => SemiRunConfig::load(p)?,
-        None => SemiRunConfig::default(),
-    };
-    if let Some(s) = a.seed {
-        config.seed = s;
-    }
-    let opts = SemiOptions {
-        data: a.data,
-        train_splits: a.train_splits,
-        val_split: (a.val_split != "none").then_some(a.val_split),
-        unlabeled: a.unlabeled,
-        pretrained: a.pretrained,
-        work: a.work,
-        device: a.device,
-        config,
-        command: command_line(),
-    };
-    let report = semi_run::run(&opts)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if let Some(v) = &report.validation {
-        println!(
-            "validation: top1 {:.4}, macro-F1 {:.4} ({} images); {:.0} s",
-            v.top1, v.macro_f1, v.images, report.history.seconds
         );
     }
     Ok(())
@@ -437,14 +367,10 @@ fn main() -> ExitCode {
     onboard::tract_isa::apply();
     let result = match Cli::parse().command {
         Command::Train(a) => train(a),
-        Command::Semi(a) => semi(a),
         Command::Quantize(a) => quantize(a),
         Command::Calibrate(a) => calibrate(a),
         Command::Protocol(a) => protocol(a),
         Command::DefaultConfig => serde_json::to_string_pretty(&TrainConfig::default())
-            .map(|s| println!("{s}"))
-            .map_err(Into::into),
-        Command::DefaultSemiConfig => serde_json::to_string_pretty(&SemiRunConfig::default())
             .map(|s| println!("{s}"))
             .map_err(Into::into),
     };

@@ -282,6 +282,11 @@ fn eval_with_no_readable_image_is_an_error_not_a_perfect_score() {
     );
     assert!(err.contains("--data /nonexistent"), "{err}");
     assert!(out.stdout.is_empty());
+    std::fs::write(&labels, "").unwrap();
+    let out = onboard(&["eval", "--data", "/nonexistent", "--labels", labels.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("labels.txt: holds no labeled images"), "{err}");
 }
 
 #[test]

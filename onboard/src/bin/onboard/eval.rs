@@ -23,6 +23,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut analyzer = args.model.load()?;
     let adapt = args.adapt.apply(&mut analyzer, &model)?;
     let items = onboard::labels::read_labels(&args.split.labels)?;
+    if items.is_empty() {
+        bail!(
+            "{}: holds no labeled images; pass a split file of `PATH CLASS_ID` lines (e.g. $MSL_DATA/val-calibrated-shuffled.txt)",
+            args.split.labels.display()
+        );
+    }
     let classes: Vec<String> = analyzer
         .bundle
         .manifest

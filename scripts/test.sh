@@ -80,8 +80,10 @@ fi
 # build made: `cargo run -p onboard` alone resolves other features than the workspace build and
 # would compile tract and its dependencies a second time (about 4 minutes).
 onboard="$CARGO_TARGET_DIR/release/onboard"
+step "scripts/get-msl.sh, offline parts"
+scripts/test-get-msl.sh
 step "README main command"
-"$onboard" prioritize testdata/pass --budget-bytes 60000 >/dev/null
+"$onboard" prioritize testdata/msl-sample/images --budget-bytes 76800 --sheet "${TMPDIR:-/tmp}/plan.png" >/dev/null
 step "ONNX Runtime side by side (feature ort, the onnxruntime wheel's library)"
 "$onboard" bench --data testdata/pass --limit 8 \
   --ort-lib "$ORT_DYLIB_PATH" --json > "${TMPDIR:-/tmp}/bench-ort.json"

@@ -13,8 +13,9 @@ import tomllib
 
 GRID = {
     "novelty": [0.0, 0.15, 0.3],
-    "cluster_decay": [0.0, 0.25, 0.5, 1.0],
-    "duplicate_distance": [0.05, 0.15, 0.3],
+    "cluster_decay": [0.25, 0.5, 1.0],
+    # Cosine distance between latents (scale-free): 0 turns near-duplicate detection off.
+    "duplicate_distance": [0.0, 0.05, 0.1, 0.15],
 }
 
 

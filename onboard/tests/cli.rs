@@ -283,7 +283,13 @@ fn eval_with_no_readable_image_is_an_error_not_a_perfect_score() {
     assert!(err.contains("--data /nonexistent"), "{err}");
     assert!(out.stdout.is_empty());
     std::fs::write(&labels, "").unwrap();
-    let out = onboard(&["eval", "--data", "/nonexistent", "--labels", labels.to_str().unwrap()]);
+    let out = onboard(&[
+        "eval",
+        "--data",
+        "/nonexistent",
+        "--labels",
+        labels.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("labels.txt: holds no labeled images"), "{err}");
@@ -552,4 +558,36 @@ fn bench_reports_stages_and_an_allocation_free_core() {
     }
     assert!(ms["total"].as_f64().unwrap() >= ms["encoder"].as_f64().unwrap());
     assert!(doc["peak_rss_kib"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_demo_sample_is_training_split_images_byte_for_byte() {
+    let Some(data) = std::env::var_os("MSL_DATA") else {
+        eprintln!("MSL_DATA not set: skipping the demo sample's provenance check");
+        return;
+    };
+    let data = PathBuf::from(data);
+    let train = std::fs::read_to_string(data.join("train-calibrated-shuffled.txt"))
+        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
+    let train: std::collections::HashSet<&str> = train
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix("calibrated/"))
+        .collect();
+    let dir = root().join("testdata/msl-sample/images");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        assert!(
+            train.contains(name.as_str()),
+            "{name} is not a training-split image"
+        );
+        let ours = std::fs::read(dir.join(&name)).unwrap();
+        let theirs = std::fs::read(data.join("calibrated").join(&name)).unwrap();
+        assert!(ours == theirs, "{name} differs from the data set's file");
+        n += 1;
+    }
+    assert!(
+        (1..=40).contains(&n),
+        "{n} images: the sample holds at most 40"
+    );
 }

@@ -6,6 +6,9 @@ use onboard::pipeline::Analyzer;
 use crate::alloc_count::allocations;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example: onboard bench --data testdata/msl-sample/images --limit 38 --json"
+)]
 pub struct Args {
     /// Folder of images (not recursive).
     #[arg(long)]
@@ -171,7 +174,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut images = 0u64;
     let mut skipped = 0u64;
     let mut analysed: Vec<(&PathBuf, Vec<f32>)> = Vec::new();
+    let bar = crate::progress_bar(files.len(), "bench");
     for path in &files {
+        bar.inc(1);
         let t0 = Instant::now();
         let result = (|| -> Result<(), onboard::pipeline::AnalyzeError> {
             step(&mut load, &mut runtime_allocs, || analyzer.load_input(path))?;
@@ -206,10 +211,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Err(e) => {
                 skipped += 1;
-                eprintln!("skip {}: {e}", path.display());
+                bar.suspend(|| eprintln!("skip {}: {e}", path.display()));
             }
         }
     }
+    bar.finish_and_clear();
     anyhow::ensure!(
         images > 0,
         "{}: no image could be analysed",

@@ -11,6 +11,9 @@ use onboard::triage::{self, Candidate};
 const RANDOM_SEEDS: std::ops::Range<u64> = 0..10;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example: onboard downlink-bench --data $MSL_DATA --labels $MSL_DATA/val-calibrated-shuffled.txt --values configs/values.toml --json"
+)]
 pub struct Args {
     #[command(flatten)]
     split: crate::SplitArgs,
@@ -54,11 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut items = Vec::new();
     let mut analyses: Vec<Option<Analysis>> = Vec::new();
     let mut skipped = Vec::new();
-    let bar = if args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(labels.len() as u64)
-    };
+    let bar = crate::progress_bar(labels.len(), "downlink-bench");
     for l in &labels {
         bar.inc(1);
         if l.class >= n_classes {

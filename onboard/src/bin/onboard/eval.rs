@@ -4,6 +4,9 @@ use anyhow::bail;
 use onboard::metrics;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example: onboard eval --data $MSL_DATA --labels $MSL_DATA/val-calibrated-shuffled.txt --json"
+)]
 pub struct Args {
     #[command(flatten)]
     split: crate::SplitArgs,
@@ -39,11 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let k = analyzer.bundle.manifest.clustering.centroids.len();
     let (mut truth, mut pred, mut clusters) = (Vec::new(), Vec::new(), Vec::new());
     let mut skipped = Vec::new();
-    let bar = if args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(items.len() as u64)
-    };
+    let bar = crate::progress_bar(items.len(), "eval");
     for onboard::labels::Labeled { file, class: id } in &items {
         bar.inc(1);
         if *id >= classes.len() {

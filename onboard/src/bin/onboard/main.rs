@@ -43,6 +43,19 @@ enum Command {
     Ack(ack::Args),
 }
 
+/// A progress bar over `len` items on stderr, drawn only when stderr is a terminal (indicatif
+/// hides it otherwise, so piped and scripted runs stay quiet).
+pub fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} images, {eta} left")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
 /// A labeled split: dataset root and labels file.
 #[derive(Debug, clap::Args)]
 pub struct SplitArgs {

@@ -9,6 +9,9 @@ use onboard::pipeline::{Analysis, Analyzer};
 use onboard::triage::{self, Candidate, PlannerConfig};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example: onboard prioritize testdata/msl-sample/images --budget-bytes 76800 --sheet plan.png"
+)]
 pub struct Args {
     /// Folder of images to triage (not recursive).
     dir: PathBuf,
@@ -230,13 +233,15 @@ pub struct Analysed {
 pub fn analyse_files(analyzer: &mut Analyzer, files: &[PathBuf]) -> (Vec<Analysed>, Skips) {
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
+    let bar = crate::progress_bar(files.len(), "analysing");
     for path in files {
-        let (result, _) = analyse_one(analyzer, path);
+        let (result, _) = analyse_one(analyzer, path, &bar);
         match result {
             Ok(a) => ok.push(a),
             Err(skip) => skipped.push(skip),
         }
     }
+    bar.finish_and_clear();
     (ok, skipped)
 }
 
@@ -245,7 +250,9 @@ pub fn analyse_files(analyzer: &mut Analyzer, files: &[PathBuf]) -> (Vec<Analyse
 fn analyse_one(
     analyzer: &mut Analyzer,
     path: &Path,
+    bar: &indicatif::ProgressBar,
 ) -> (Result<Analysed, (FileName, String)>, Option<Stamp>) {
+    bar.inc(1);
     let name = FileName::of(path).unwrap_or_else(|| FileName::from(""));
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"));
     let stamp = meta.as_ref().ok().and_then(Stamp::of);
@@ -263,7 +270,7 @@ fn analyse_one(
             analysis,
         }),
         Err(reason) => {
-            eprintln!("skip {}: {reason}", name.display());
+            bar.suspend(|| eprintln!("skip {}: {reason}", name.display()));
             Err((name, reason))
         }
     };
@@ -302,11 +309,12 @@ fn analyse_with_journal(
             })
             .collect()
     };
+    let bar = crate::progress_bar(files.len().saturating_sub(current.len()), "analysing");
     for path in files {
         if FileName::of(path).is_some_and(|n| current.contains(&n)) {
             continue;
         }
-        let record = match analyse_one(analyzer, path) {
+        let record = match analyse_one(analyzer, path, &bar) {
             (Ok(a), _) => Record::Analysed {
                 file: a.name,
                 bytes: a.bytes,
@@ -322,6 +330,7 @@ fn analyse_with_journal(
         };
         journal.append(record)?;
     }
+    bar.finish_and_clear();
     let state = analyzer.adapter().map(|a| a.state(&model));
     // Saved at the end of every pass that adapted, so a later pass replays only its own images.
     if let Some(s) = state.as_ref().filter(|s| Some(s.images) != adapted_before) {

@@ -1,7 +1,7 @@
 //! The `onboard` binary against the committed default bundle and the generated fixtures.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
 use common::*;
@@ -265,45 +265,33 @@ fn every_precision_triages_the_fixtures_and_a_missing_one_is_a_clear_error() {
 fn eval_with_no_readable_image_is_an_error_not_a_perfect_score() {
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("labels.txt");
-    std::fs::write(&labels, "calibrated/a.JPG 0\ncalibrated/b.JPG 1\n").unwrap();
-    let out = onboard(&[
-        "eval",
-        "--data",
-        "/nonexistent",
-        "--labels",
-        labels.to_str().unwrap(),
-        "--json",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("none of its 2 images could be analysed"),
-        "{err}"
-    );
-    assert!(err.contains("--data /nonexistent"), "{err}");
-    assert!(out.stdout.is_empty());
-    std::fs::write(&labels, "").unwrap();
-    let out = onboard(&[
-        "eval",
-        "--data",
-        "/nonexistent",
-        "--labels",
-        labels.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("labels.txt: holds no labeled images"), "{err}");
+    let cases = [
+        (
+            "calibrated/a.JPG 0\ncalibrated/b.JPG 1\n",
+            [
+                "none of its 2 images could be analysed",
+                "--data /nonexistent",
+            ],
+        ),
+        ("", ["labels.txt: holds no labeled images", "split file"]),
+    ];
+    for (text, needles) in cases {
+        std::fs::write(&labels, text).unwrap();
+        let l = labels.to_str().unwrap();
+        let out = onboard(&["eval", "--data", "/nonexistent", "--labels", l, "--json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+        assert!(out.stdout.is_empty());
+    }
 }
 
 #[test]
 fn eval_on_real_validation_images() {
-    let Some(data) = std::env::var_os("MSL_DATA") else {
-        eprintln!("MSL_DATA not set: skipping the real-data eval");
+    let Some((data, labels)) = msl_split("val-calibrated-shuffled.txt", "the real-data eval")
+    else {
         return;
     };
-    let data = PathBuf::from(data);
-    let labels = std::fs::read_to_string(data.join("val-calibrated-shuffled.txt"))
-        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
     let n = scaled(100, 16);
     let tmp = tempfile::tempdir().unwrap();
     let subset = tmp.path().join("val-subset.txt");
@@ -354,13 +342,12 @@ fn eval_on_real_validation_images() {
 
 #[test]
 fn downlink_bench_on_real_validation_images() {
-    let Some(data) = std::env::var_os("MSL_DATA") else {
-        eprintln!("MSL_DATA not set: skipping the real-data downlink benchmark");
+    let Some((data, labels)) = msl_split(
+        "val-calibrated-shuffled.txt",
+        "the real-data downlink benchmark",
+    ) else {
         return;
     };
-    let data = PathBuf::from(data);
-    let labels = std::fs::read_to_string(data.join("val-calibrated-shuffled.txt"))
-        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
     let mut lines: Vec<&str> = labels.lines().collect();
     lines.sort_unstable();
     // Four passes, in sol order.
@@ -562,13 +549,12 @@ fn bench_reports_stages_and_an_allocation_free_core() {
 
 #[test]
 fn the_demo_sample_is_training_split_images_byte_for_byte() {
-    let Some(data) = std::env::var_os("MSL_DATA") else {
-        eprintln!("MSL_DATA not set: skipping the demo sample's provenance check");
+    let Some((data, train)) = msl_split(
+        "train-calibrated-shuffled.txt",
+        "the demo sample's provenance check",
+    ) else {
         return;
     };
-    let data = PathBuf::from(data);
-    let train = std::fs::read_to_string(data.join("train-calibrated-shuffled.txt"))
-        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
     let train: std::collections::HashSet<&str> = train
         .lines()
         .filter_map(|l| l.split_whitespace().next()?.strip_prefix("calibrated/"))

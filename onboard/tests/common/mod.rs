@@ -87,3 +87,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// `MSL_DATA` and the text of its split file `split`, or `None` (with a note that `what` is
+/// skipped) when `MSL_DATA` is not set; a set but unreadable `MSL_DATA` fails the test.
+pub fn msl_split(split: &str, what: &str) -> Option<(PathBuf, String)> {
+    let Some(data) = std::env::var_os("MSL_DATA") else {
+        eprintln!("MSL_DATA not set: skipping {what}");
+        return None;
+    };
+    let data = PathBuf::from(data);
+    let text = std::fs::read_to_string(data.join(split))
+        .unwrap_or_else(|e| panic!("MSL_DATA={} is set but unreadable: {e}", data.display()));
+    Some((data, text))
+}

@@ -65,6 +65,18 @@ fn density(r: &Analysed, values: &[f32]) -> f64 {
     f64::from(v) / r.bytes.max(1) as f64
 }
 
+/// Row indices by expected value per byte, highest first (`best_first`) or lowest first; ties:
+/// the earlier row first.
+fn by_density(rows: &[Analysed], values: &[f32], best_first: bool) -> Vec<usize> {
+    let d: Vec<f64> = rows.iter().map(|r| density(r, values)).collect();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = if best_first { (b, a) } else { (a, b) };
+        d[x].total_cmp(&d[y]).then(a.cmp(&b))
+    });
+    order
+}
+
 /// At most `cap` rows for one plan: when the backlog holds more, the rows of highest expected
 /// science value per byte (ties: the earlier row), in their original order, with a warning on
 /// stderr. The rest stay in the journal's backlog for later passes.
@@ -72,12 +84,7 @@ fn cap_backlog(rows: Vec<Analysed>, values: &[f32], cap: usize) -> Vec<Analysed>
     if rows.len() <= cap {
         return rows;
     }
-    let mut rank: Vec<usize> = (0..rows.len()).collect();
-    rank.sort_by(|&a, &b| {
-        density(&rows[b], values)
-            .total_cmp(&density(&rows[a], values))
-            .then(a.cmp(&b))
-    });
+    let rank = by_density(&rows, values, true);
     let mut keep = vec![false; rows.len()];
     rank[..cap].iter().for_each(|&i| keep[i] = true);
     eprintln!(
@@ -105,12 +112,7 @@ fn expire_over_capacity(
         return Ok(rows);
     }
     let over = rows.len() - capacity;
-    let mut worst: Vec<usize> = (0..rows.len()).collect();
-    worst.sort_by(|&a, &b| {
-        density(&rows[a], values)
-            .total_cmp(&density(&rows[b], values))
-            .then(a.cmp(&b))
-    });
+    let worst = by_density(&rows, values, false);
     let mut expire = vec![false; rows.len()];
     worst[..over].iter().for_each(|&i| expire[i] = true);
     let reason = format!(

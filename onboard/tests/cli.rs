@@ -548,6 +548,29 @@ fn bench_reports_stages_and_an_allocation_free_core() {
 }
 
 #[test]
+fn bench_compares_two_precisions_in_one_alternating_pass() {
+    let args = ["bench", "--data", "testdata/pass", "--limit", "3", "--json"];
+    let mut with = args.to_vec();
+    with.extend(["--precisions", "f32,int8-weights"]);
+    let doc = json(&onboard(&with));
+    let cmp = &doc["precision_comparison"];
+    assert_eq!(cmp["images"], 3, "{cmp}");
+    for p in ["f32", "int8-weights"] {
+        assert!(
+            cmp["precisions"][p]["model_ms"].as_f64().unwrap() > 0.0,
+            "{cmp}"
+        );
+    }
+    let ratio = cmp["int8_weights_vs_f32_ratio"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0, "{cmp}");
+    let mut one = args.to_vec();
+    one.extend(["--precisions", "f32"]);
+    let out = onboard(&one);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("takes two precisions"));
+}
+
+#[test]
 fn the_demo_sample_is_training_split_images_byte_for_byte() {
     let Some((data, train)) = msl_split(
         "train-calibrated-shuffled.txt",

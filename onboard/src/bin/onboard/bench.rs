@@ -28,6 +28,11 @@ pub struct Args {
     /// and report each op kind's milliseconds per image and share (`encoder_profile`).
     #[arg(long)]
     profile: bool,
+    /// Two precisions, e.g. `f32,int8`: after the timed pass, run encoder + classifier at both
+    /// on the same images, alternating image by image (which goes first alternates too), and
+    /// report each one's median and `<second>_vs_<first>_ratio` from that one pass.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "A,B")]
+    precisions: Vec<onboard::bundle::Precision>,
     /// Print compact JSON (the default is pretty-printed).
     #[arg(long)]
     json: bool,
@@ -130,6 +135,59 @@ fn ort_pass(
         same_class: same as f64 / analysed.len().max(1) as f64,
         max_abs_diff_probs: max_diff,
     })
+}
+
+/// Encoder + classifier at each of `precisions` (two) on the analysed images, alternating
+/// image by image and rotating which precision goes first: `{"precisions": {name:
+/// {"model_ms", "runtime_heap_allocs_per_image"}}, "<b>_vs_<a>_ratio": ...}`.
+fn precision_pass(
+    dir: &std::path::Path,
+    precisions: &[onboard::bundle::Precision],
+    analysed: &[(&PathBuf, Vec<f32>)],
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let [a, b] = precisions else {
+        anyhow::bail!("--precisions takes two precisions, e.g. f32,int8");
+    };
+    let mut runs = Vec::new();
+    for &p in [a, b] {
+        let bundle = onboard::bundle::Bundle::load(dir)
+            .with_context(|| format!("loading model bundle {}", dir.display()))?;
+        let analyzer = Analyzer::with_precision(bundle, p)
+            .with_context(|| format!("loading the {p} graphs of bundle {}", dir.display()))?;
+        runs.push((analyzer, Vec::new(), 0u64));
+    }
+    for (i, (path, _)) in analysed.iter().enumerate() {
+        for (analyzer, _, _) in runs.iter_mut() {
+            analyzer.load_input(path)?;
+        }
+        for k in 0..runs.len() {
+            let (analyzer, ms, allocs) = &mut runs[(i + k) % 2];
+            step(
+                ms,
+                allocs,
+                || -> Result<(), onboard::pipeline::AnalyzeError> {
+                    analyzer.encode()?;
+                    analyzer.run_classifier()?;
+                    Ok(())
+                },
+            )?;
+        }
+    }
+    let n = analysed.len().max(1) as f64;
+    let mut each = serde_json::Map::new();
+    let mut medians = Vec::new();
+    for (analyzer, ms, allocs) in runs {
+        let m = median(ms);
+        medians.push(m);
+        let v =
+            serde_json::json!({"model_ms": m, "runtime_heap_allocs_per_image": allocs as f64 / n});
+        each.insert(analyzer.precision.name().to_string(), v);
+    }
+    let mut doc = serde_json::json!({ "precisions": each, "images": analysed.len() });
+    let ratio = format!("{}_vs_{}_ratio", b.name(), a.name()).replace('-', "_");
+    doc[ratio] = (medians[1] / medians[0].max(f64::MIN_POSITIVE)).into();
+    Ok(doc)
 }
 
 /// The encoder's time per tract op kind over the analysed images: `{op: {ms_per_image, share}}`.
@@ -250,6 +308,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     if args.profile {
         doc["encoder_profile"] = encoder_profile(&mut analyzer, &analysed)?;
+    }
+    if !args.precisions.is_empty() {
+        doc["precision_comparison"] = precision_pass(&model, &args.precisions, &analysed)?;
     }
     #[cfg(feature = "ort")]
     if let Some(lib) = &args.ort_lib {

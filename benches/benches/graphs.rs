@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
                 kernels: Kernels {
                     depthwise: true,
                     dense: false,
+                    int8: false,
                 },
             };
             for (suffix, options) in [

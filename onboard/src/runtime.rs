@@ -71,6 +71,7 @@ impl LoadOptions {
         kernels: crate::convops::Kernels {
             depthwise: false,
             dense: false,
+            int8: false,
         },
     };
 }
@@ -81,6 +82,7 @@ impl Default for LoadOptions {
             kernels: crate::convops::Kernels {
                 depthwise: true,
                 dense: true,
+                int8: true,
             },
         }
     }

@@ -44,3 +44,46 @@ fn own_convolution_kernels_match_tracts_on_the_default_encoders() {
         assert!(a.iter().any(|v| *v != 0.0));
     }
 }
+
+#[test]
+fn own_integer_kernels_track_tracts_on_the_default_int8_encoder() {
+    // Node by node the project's integer kernels equal ONNX's QLinearConv definition exactly
+    // and tract's evaluation is within one code of it (the lib test
+    // `every_qlinearconv_of_the_default_int8_encoder_equals_the_definition`); end to end those
+    // single codes compound through 49 layers. The two int8 encoders must differ by less than
+    // int8 differs from f32 (the quantization error itself).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bundle = Bundle::load(&root.join("models/default")).unwrap();
+    let load = |precision, options| {
+        let (entry, path) = bundle.graph_at(GraphRole::Encoder, precision).unwrap();
+        let shape = bundle.manifest.input_shape(entry);
+        Graph::load_shaped_with(&path, &shape, entry.output_dim, options).unwrap()
+    };
+    let mut own = load(Precision::Int8, LoadOptions::default());
+    let mut theirs = load(Precision::Int8, LoadOptions::TRACT_ONLY);
+    let mut f32_graph = load(Precision::F32, LoadOptions::default());
+    // Every QLinearConv: the stem, 16 depthwise, 32 1x1.
+    assert_eq!(own.replaced().int8, 49);
+    assert_eq!(theirs.replaced().int8, 0);
+    let dim = bundle.manifest.latent_dim;
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max)
+    };
+    for name in ["000_ground.jpg", "002_target.jpg"] {
+        let image = root.join("testdata/pass").join(name);
+        let x = onboard::preprocess::load_tensor(&image, &bundle.manifest.input).unwrap();
+        let (mut a, mut b, mut f) = (vec![0.0; dim], vec![0.0; dim], vec![0.0; dim]);
+        own.run_into(&x, &mut a).unwrap();
+        theirs.run_into(&x, &mut b).unwrap();
+        f32_graph.run_into(&x, &mut f).unwrap();
+        let (kernels, quantization) = (max_diff(&a, &b), max_diff(&b, &f));
+        assert!(
+            kernels < quantization,
+            "{name}: own vs tract int8 {kernels}, int8 vs f32 {quantization}"
+        );
+        assert!(a.iter().any(|v| *v != 0.0));
+    }
+}

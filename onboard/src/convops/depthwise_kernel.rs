@@ -207,7 +207,7 @@ fn hwc<M: MulAdd>(
 }
 
 /// `dst[j * rows + i] = src[i * cols + j]` for a row-major `[rows, cols]` `src`.
-pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     if src.len() < rows * cols || dst.len() < rows * cols {
         return;
     }
@@ -219,8 +219,8 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 }
 
 /// Depthwise weights `[c, kh, kw]` (ONNX/tract layout) reordered to `[kh, kw, c]`.
-pub fn taps_major(w: &[f32], c: usize, taps: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
+pub fn taps_major<T: Copy + Default>(w: &[T], c: usize, taps: usize) -> Vec<T> {
+    let mut out = vec![T::default(); w.len()];
     transpose(w, c, taps, &mut out);
     out
 }

@@ -9,6 +9,12 @@ use super::pointwise_kernel::{pointwise, Packed};
 /// `[ky, kx, ci]` order, zero outside the plane. `rows` is resized to `ho * wo * kh * kw * ci`.
 /// Returns false when `x` does not hold `h * w * ci` values.
 pub fn patches(x: &[f32], g: &Geometry, rows: &mut Vec<f32>) -> bool {
+    patches_padded(x, g, 0.0, rows)
+}
+
+/// [`patches`] for any element type, with `pad` outside the plane (for u8 activations, their
+/// zero point: the code of the real value 0).
+pub fn patches_padded<T: Copy>(x: &[T], g: &Geometry, pad: T, rows: &mut Vec<T>) -> bool {
     let (ci, [h, w], [ho, wo], [kh, kw], s, [pt, pl]) =
         (g.channels, g.input, g.output, g.kernel, g.stride, g.pad);
     if x.len() != h * w * ci || s == 0 {
@@ -16,7 +22,7 @@ pub fn patches(x: &[f32], g: &Geometry, rows: &mut Vec<f32>) -> bool {
     }
     let len = kh * kw * ci;
     rows.clear();
-    rows.resize(ho * wo * len, 0.0);
+    rows.resize(ho * wo * len, pad);
     for (p, row) in rows.chunks_exact_mut(len.max(1)).enumerate() {
         let (y, xo) = (p / wo, p % wo);
         // Window columns inside the plane: one contiguous run per window row.
@@ -55,8 +61,8 @@ pub fn im2col(x: &[f32], g: &Geometry, w: &Packed, clamp: Clamp, out: &mut [f32]
 
 /// Weights `[co, ci, kh, kw]` reordered to `[co, kh, kw, ci]`, the order of a [`patches`] row
 /// (`taps` = `kh * kw`).
-pub fn patch_order(w: &[f32], ci: usize, taps: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
+pub fn patch_order<T: Copy + Default>(w: &[T], ci: usize, taps: usize) -> Vec<T> {
+    let mut out = vec![T::default(); w.len()];
     for (src, dst) in w
         .chunks_exact((ci * taps).max(1))
         .zip(out.chunks_exact_mut((ci * taps).max(1)))

@@ -8,18 +8,30 @@ mod im2col;
 mod op;
 mod parse;
 mod pointwise_kernel;
+mod q8_kernel;
+mod q8_op;
+#[cfg(test)]
+mod q8_tests;
+#[cfg(target_arch = "x86_64")]
+mod q8_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use depthwise_kernel::{
     depthwise_hwc, depthwise_hwc_portable, taps_major, transpose, Clamp, Geometry,
 };
-pub use im2col::{im2col, patch_order, patches};
+pub use im2col::{im2col, patch_order, patches, patches_padded};
 pub use op::{ConvF32, Kind};
 use parse::ConvNode;
 pub use pointwise_kernel::{has_simd, pointwise, pointwise_portable, Packed, PANEL};
+pub use q8_kernel::{
+    depthwise_q8, depthwise_q8_portable, pointwise_q8, pointwise_q8_portable, DepthwiseQ8,
+    PackedQ8, Requant, GROUP, PANEL_Q8,
+};
+use q8_op::QConvNode;
+pub use q8_op::{ConvQ8, KindQ8};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch};
+use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch, TypedOp};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::optim::Optimizer;
 
@@ -34,6 +46,9 @@ pub struct Kernels {
     /// f32 one-group convolutions: 1x1 ([`Kind::Pointwise`]) and larger ([`Kind::Im2col`]),
     /// where [`has_simd`] (elsewhere tract's matrix product is faster).
     pub dense: bool,
+    /// Quantized convolutions (ONNX `QLinearConv`, u8 activations, i8 weights): depthwise, 1x1
+    /// and other one-group ones ([`ConvQ8`]).
+    pub int8: bool,
 }
 
 /// How many nodes [`substitute`] replaced.
@@ -45,6 +60,8 @@ pub struct Replaced {
     pub pointwise: usize,
     /// Other one-group convolutions.
     pub im2col: usize,
+    /// Quantized convolutions (all kinds).
+    pub int8: usize,
     /// `Max` / `Min` nodes folded into a replacement's clamp.
     pub clamps: usize,
 }
@@ -58,34 +75,47 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
     let dense = kernels.dense && has_simd();
     // Fold the casts and reshapes that stand between the ONNX initializers and the convolutions.
     Optimizer::prop_consts().optimize(&mut model)?;
-    let ids = if kernels.depthwise || dense {
+    let ids = if kernels.depthwise || dense || kernels.int8 {
         model.eval_order()?
     } else {
         Vec::new()
     };
     for id in ids {
         let node = model.node(id);
-        let Some(conv) = ConvNode::parse(&model, node)? else {
-            continue;
-        };
-        let op = kernels
-            .depthwise
-            .then(|| ConvF32::depthwise(&conv))
+        let (op, moves): (Box<dyn TypedOp>, _) = if let Some(conv) = ConvNode::parse(&model, node)?
+        {
+            let op = kernels
+                .depthwise
+                .then(|| ConvF32::depthwise(&conv))
+                .flatten()
+                .or_else(|| {
+                    dense
+                        .then(|| ConvF32::pointwise(&conv).or_else(|| ConvF32::im2col(&conv)))
+                        .flatten()
+                });
+            let Some(op) = op else {
+                continue;
+            };
+            *match op.kind() {
+                Kind::Depthwise { .. } => &mut replaced.depthwise,
+                Kind::Pointwise(_) => &mut replaced.pointwise,
+                Kind::Im2col { .. } => &mut replaced.im2col,
+            } += 1;
+            (Box::new(op), conv.shape.channel_move())
+        } else if let Some(conv) = kernels
+            .int8
+            .then(|| QConvNode::parse(&model, node))
+            .transpose()?
             .flatten()
-            .or_else(|| {
-                dense
-                    .then(|| ConvF32::pointwise(&conv).or_else(|| ConvF32::im2col(&conv)))
-                    .flatten()
-            });
-        let Some(op) = op else {
+        {
+            let Some(op) = ConvQ8::new(&conv) else {
+                continue;
+            };
+            replaced.int8 += 1;
+            (Box::new(op), conv.shape.channel_move())
+        } else {
             continue;
         };
-        *match op.kind() {
-            Kind::Depthwise { .. } => &mut replaced.depthwise,
-            Kind::Pointwise(_) => &mut replaced.pointwise,
-            Kind::Im2col { .. } => &mut replaced.im2col,
-        } += 1;
-        let moves = conv.channel_move();
         let mut patch = TypedModelPatch::default();
         let mut x = patch.tap_model(&model, node.inputs[0])?;
         if let Some((from, to)) = moves {

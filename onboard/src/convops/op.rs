@@ -49,13 +49,17 @@ pub struct ConvF32 {
 impl ConvF32 {
     /// `conv` on [`depthwise_hwc`], when it is depthwise (groups = input = output channels).
     pub(super) fn depthwise(conv: &ConvNode) -> Option<Self> {
-        let c = conv.ci;
-        if conv.group != c || conv.co != c {
+        let c = conv.shape.ci;
+        if conv.shape.group != c || conv.shape.co != c {
             return None;
         }
-        let taps = taps_major(&conv.weights, c, conv.kernel[0] * conv.kernel[1]);
+        let taps = taps_major(
+            &conv.weights,
+            c,
+            conv.shape.kernel[0] * conv.shape.kernel[1],
+        );
         let kind = Kind::Depthwise {
-            geometry: conv.geometry(),
+            geometry: conv.shape.geometry(),
             taps: Arc::new(tensor1(&taps)),
             bias: Arc::new(tensor1(&conv.bias)),
         };
@@ -64,24 +68,27 @@ impl ConvF32 {
 
     /// `conv` on [`pointwise`], when it is a 1x1 convolution (one group, stride 1, no padding).
     pub(super) fn pointwise(conv: &ConvNode) -> Option<Self> {
-        if conv.group != 1 || conv.kernel != [1, 1] || conv.stride != 1 || conv.input != conv.output
+        if conv.shape.group != 1
+            || conv.shape.kernel != [1, 1]
+            || conv.shape.stride != 1
+            || conv.shape.input != conv.shape.output
         {
             return None;
         }
-        let weights = Packed::new(&conv.weights, &conv.bias, conv.co, conv.ci)?;
+        let weights = Packed::new(&conv.weights, &conv.bias, conv.shape.co, conv.shape.ci)?;
         Some(Self::new(Kind::Pointwise(Arc::new(weights)), conv))
     }
 
     /// `conv` on [`im2col`], when it has one group.
     pub(super) fn im2col(conv: &ConvNode) -> Option<Self> {
-        if conv.group != 1 {
+        if conv.shape.group != 1 {
             return None;
         }
-        let taps = conv.kernel[0] * conv.kernel[1];
-        let w = patch_order(&conv.weights, conv.ci, taps);
-        let weights = Packed::new(&w, &conv.bias, conv.co, conv.ci * taps)?;
+        let taps = conv.shape.kernel[0] * conv.shape.kernel[1];
+        let w = patch_order(&conv.weights, conv.shape.ci, taps);
+        let weights = Packed::new(&w, &conv.bias, conv.shape.co, conv.shape.ci * taps)?;
         let kind = Kind::Im2col {
-            geometry: conv.geometry(),
+            geometry: conv.shape.geometry(),
             weights: Arc::new(weights),
         };
         Some(Self::new(kind, conv))
@@ -90,8 +97,8 @@ impl ConvF32 {
     fn new(kind: Kind, conv: &ConvNode) -> Self {
         Self {
             kind,
-            output: [conv.output[0], conv.output[1], conv.co],
-            batch_axis: conv.batch_axis,
+            output: [conv.shape.output[0], conv.shape.output[1], conv.shape.co],
+            batch_axis: conv.shape.batch_axis,
             clamp: Clamp::NONE,
         }
     }

@@ -7,10 +7,10 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::depthwise_kernel::Geometry;
 use super::ChannelMove;
 
-/// An f32 2-D convolution with constant weights and bias, batch 1, no dilation, one stride for
-/// both axes and explicit (or no) padding, in any of tract's four layouts.
+/// The shape of a 2-D convolution: batch 1, no dilation, one stride for both axes and explicit
+/// (or no) padding, in any of tract's four layouts.
 #[derive(Debug, Clone)]
-pub(super) struct ConvNode {
+pub(super) struct ConvShape {
     /// Groups.
     pub group: usize,
     /// Input channels.
@@ -31,13 +31,20 @@ pub(super) struct ConvNode {
     pub batch_axis: bool,
     /// Whether the channel axis is last.
     pub channels_last: bool,
+}
+
+/// An f32 convolution of a [`ConvShape`] with constant weights and bias.
+#[derive(Debug, Clone)]
+pub(super) struct ConvNode {
+    /// Its shape.
+    pub shape: ConvShape,
     /// Weights `[co, ci / group, kh, kw]`, row-major.
     pub weights: Vec<f32>,
     /// Bias `[co]`.
     pub bias: Vec<f32>,
 }
 
-impl ConvNode {
+impl ConvShape {
     /// The move that puts a channels-first input channels-last (None when it already is).
     pub fn channel_move(&self) -> Option<ChannelMove> {
         let rank = usize::from(self.batch_axis) + 3;
@@ -56,16 +63,20 @@ impl ConvNode {
         }
     }
 
-    /// Parses `node`; None when it is not a convolution of that kind.
-    pub fn parse(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Self>> {
+    /// The shape of `node` when it is a tract `Conv` the kernels can take (with `inputs`
+    /// inputs), with its op.
+    pub fn parse<'a>(
+        model: &TypedModel,
+        node: &'a TypedNode,
+        inputs: usize,
+    ) -> TractResult<Option<(Self, &'a Conv)>> {
         let Some(conv) = node.op_as::<Conv>() else {
             return Ok(None);
         };
         let ps = &conv.pool_spec;
-        if conv.q_params.is_some()
-            || ps.kernel_shape.len() != 2
+        if ps.kernel_shape.len() != 2
             || conv.kernel_fmt != KernelFormat::OIHW
-            || node.inputs.len() != 3
+            || node.inputs.len() != inputs
             || conv.group == 0
             || ps
                 .dilations
@@ -108,37 +119,58 @@ impl ConvNode {
         let chw = |[a, b, c]: [usize; 3]| if channels_last { [c, a, b] } else { [a, b, c] };
         let (ins, outs) = (chw(ins), chw(outs));
         let (ci, co) = (ps.input_channels, ps.output_channels);
-        if fact.datum_type != f32::datum_type() || ins[0] != ci || outs[0] != co {
+        if ins[0] != ci || outs[0] != co || ci % conv.group != 0 {
+            return Ok(None);
+        }
+        let shape = Self {
+            group: conv.group,
+            ci,
+            co,
+            input: [ins[1], ins[2]],
+            output: [outs[1], outs[2]],
+            kernel: [ps.kernel_shape[0], ps.kernel_shape[1]],
+            stride: strides[0],
+            pad,
+            batch_axis,
+            channels_last,
+        };
+        Ok(Some((shape, conv)))
+    }
+
+    /// Weight values: `co * ci / group * kh * kw`.
+    pub fn weight_len(&self) -> usize {
+        self.co * self.ci / self.group * self.kernel[0] * self.kernel[1]
+    }
+}
+
+impl ConvNode {
+    /// Parses `node`; None when it is not an f32 convolution the kernels can take.
+    pub fn parse(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Self>> {
+        let Some((shape, conv)) = ConvShape::parse(model, node, 3)? else {
+            return Ok(None);
+        };
+        if conv.q_params.is_some()
+            || model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type()
+        {
             return Ok(None);
         }
         let konst = |i: usize| model.outlet_fact(node.inputs[i]).map(|f| f.konst.clone());
         let (Some(w), Some(b)) = (konst(1)?, konst(2)?) else {
             return Ok(None);
         };
-        let kernel = [ps.kernel_shape[0], ps.kernel_shape[1]];
         if w.datum_type() != f32::datum_type()
             || b.datum_type() != f32::datum_type()
-            || ci % conv.group != 0
-            || w.len() != co * ci / conv.group * kernel[0] * kernel[1]
+            || w.len() != shape.weight_len()
         {
             return Ok(None);
         }
         let bias = match b.len() {
-            n if n == co => b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
-            1 => vec![b.cast_to_scalar::<f32>()?; co],
+            n if n == shape.co => b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            1 => vec![b.cast_to_scalar::<f32>()?; shape.co],
             _ => return Ok(None),
         };
         Ok(Some(Self {
-            group: conv.group,
-            ci,
-            co,
-            input: [ins[1], ins[2]],
-            output: [outs[1], outs[2]],
-            kernel,
-            stride: strides[0],
-            pad,
-            batch_axis,
-            channels_last,
+            shape,
             weights: w.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
             bias,
         }))

@@ -1,0 +1,380 @@
+//! Integer convolution kernels on channels-last tensors: u8 activations times i8 weights
+//! accumulated in i32, with ONNX `QLinearConv`'s requantization to u8 fused into the store.
+//!
+//! The arithmetic is ONNX's reference definition of `QLinearConv` (`onnx.reference`), exactly:
+//! the accumulator `acc = bias[o] + sum (x - x_zero_point) * w` (weights symmetric: zero point
+//! 0), positions outside the plane holding the real value 0 (the code `x_zero_point`), then
+//! `y = round_half_even(clamp(f64(acc) * f64(scale[o]) + y_zero_point, 0, 255))` with
+//! `scale[o] = x_scale * w_scale[o] / y_scale` computed in f32 (numpy's promotions in the
+//! reference: float32 scales, the int32 accumulator times them in float64). See [`Requant`].
+
+use super::depthwise_kernel::Geometry;
+
+/// Output channels per packed weight panel of [`PackedQ8`].
+pub const PANEL_Q8: usize = 32;
+/// Input channels per packed group (the four bytes one VNNI lane multiplies).
+pub const GROUP: usize = 4;
+
+/// The requantization of one layer: per output channel `scale[o]` (padded with zeros to whole
+/// panels), and the output zero point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requant {
+    pub(super) scale: Vec<f64>,
+    pub(super) zero_point: f64,
+}
+
+impl Requant {
+    /// From the layer's scales: `x_scale`, `w_scale` (one per output channel, or one for all),
+    /// `y_scale` and `y_zero_point`, for `co` output channels. None when a scale is not finite
+    /// and positive or `w_scale` has neither 1 nor `co` values.
+    pub fn new(
+        x_scale: f32,
+        w_scale: &[f32],
+        y_scale: f32,
+        y_zero_point: u8,
+        co: usize,
+    ) -> Option<Self> {
+        let ok = |s: f32| s.is_finite() && s > 0.0;
+        if !ok(x_scale) || !ok(y_scale) || !(w_scale.len() == 1 || w_scale.len() == co) {
+            return None;
+        }
+        if !w_scale.iter().all(|&s| ok(s)) {
+            return None;
+        }
+        let mut scale = vec![0.0; co.div_ceil(PANEL_Q8) * PANEL_Q8];
+        for (o, s) in scale.iter_mut().take(co).enumerate() {
+            let w = w_scale[if w_scale.len() == 1 { 0 } else { o }];
+            // The reference's order: (x_scale * w_scale) / y_scale, in f32.
+            *s = f64::from(x_scale * w / y_scale);
+        }
+        Some(Self {
+            scale,
+            zero_point: f64::from(y_zero_point),
+        })
+    }
+
+    /// The u8 code of accumulator `acc` of output channel `o`.
+    #[inline(always)]
+    pub fn code(&self, acc: i32, o: usize) -> u8 {
+        code(acc, self.scale[o], self.zero_point)
+    }
+}
+
+/// `round_half_even(clamp(acc * scale + zero_point, 0, 255))`.
+#[inline(always)]
+fn code(acc: i32, scale: f64, zero_point: f64) -> u8 {
+    (f64::from(acc) * scale + zero_point)
+        .clamp(0.0, 255.0)
+        .round_ties_even() as u8
+}
+
+/// Whether every accumulator starting from `bias` and summing `terms` products of a u8 (or a
+/// difference of two) and an i8 stays inside i32: `|bias| + terms * 255 * 128 <= i32::MAX`. The
+/// kernels then add without overflow whatever the activations are.
+pub(super) fn fits(bias: i64, terms: usize) -> bool {
+    i64::try_from(terms)
+        .ok()
+        .and_then(|t| t.checked_mul(255 * 128))
+        .and_then(|m| m.checked_add(bias.abs()))
+        .is_some_and(|m| m <= i64::from(i32::MAX))
+}
+
+/// A block of `N` accumulators of consecutive output channels `o0..o0 + N` to codes.
+#[inline(always)]
+fn store<const N: usize>(acc: &[i32; N], rq: &Requant, o0: usize, out: &mut [u8]) {
+    let scale = &rq.scale[o0..o0 + N];
+    for ((d, &a), &s) in out.iter_mut().zip(acc).zip(scale) {
+        *d = code(a, s, rq.zero_point);
+    }
+}
+
+/// Weights of a one-group convolution as rows `[co, k]` (a 1x1 kernel, or patch rows of
+/// [`super::patch_order`]), packed for [`pointwise_q8`]: panels of [`PANEL_Q8`] output channels,
+/// `[co.div_ceil(PANEL_Q8), k.div_ceil(GROUP), PANEL_Q8, GROUP]` i8, zero-padded; the bias
+/// folded with the input zero point: `bias[o] - x_zero_point * sum_k w[o, k]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedQ8 {
+    pub(super) k: usize,
+    pub(super) co: usize,
+    pub(super) panels: Vec<i8>,
+    pub(super) bias: Vec<i32>,
+}
+
+impl PackedQ8 {
+    /// Packs `w` `[co, k]` and `bias` `[co]` for inputs of zero point `x_zero_point`; None when a
+    /// length does not match or an accumulator could leave i32 ([`fits`]).
+    pub fn new(w: &[i8], bias: &[i32], co: usize, k: usize, x_zero_point: u8) -> Option<Self> {
+        if w.len() != co * k || bias.len() != co || co == 0 || k == 0 {
+            return None;
+        }
+        let groups = k.div_ceil(GROUP);
+        let n = co.div_ceil(PANEL_Q8);
+        let mut panels = vec![0i8; n * groups * PANEL_Q8 * GROUP];
+        let mut folded = vec![0i32; n * PANEL_Q8];
+        for (o, row) in w.chunks_exact(k).enumerate() {
+            let (p, j) = (o / PANEL_Q8, o % PANEL_Q8);
+            for (i, &v) in row.iter().enumerate() {
+                panels[((p * groups + i / GROUP) * PANEL_Q8 + j) * GROUP + i % GROUP] = v;
+            }
+            let sum: i64 = row.iter().map(|&v| i64::from(v)).sum();
+            let b = i64::from(bias[o]) - i64::from(x_zero_point) * sum;
+            if !fits(b, k) {
+                return None;
+            }
+            folded[o] = i32::try_from(b).ok()?;
+        }
+        Some(Self {
+            k,
+            co,
+            panels,
+            bias: folded,
+        })
+    }
+
+    /// Values per input row (input channels of a 1x1 convolution, patch length otherwise).
+    pub fn input_len(&self) -> usize {
+        self.k
+    }
+
+    /// Output channels.
+    pub fn output_channels(&self) -> usize {
+        self.co
+    }
+
+    /// `[k.div_ceil(GROUP), PANEL_Q8, GROUP]` of panel `p`.
+    pub(super) fn panel(&self, p: usize) -> &[i8] {
+        let len = self.k.div_ceil(GROUP) * PANEL_Q8 * GROUP;
+        &self.panels[p * len..(p + 1) * len]
+    }
+}
+
+/// `out[p, o] = code(bias[o] + sum_k (x[p, k] - x_zero_point) * w[o, k])` for `x` `[pixels, k]`
+/// and `out` `[pixels, co]` u8, row-major, `w` packed with that zero point. On x86-64 with
+/// AVX-512 VNNI (detected at run time) it runs `vpdpbusd` register tiles, elsewhere
+/// [`pointwise_q8_portable`] (compiled for AVX2 where the CPU has it). Returns false (leaving
+/// `out` untouched) when a length does not match.
+pub fn pointwise_q8(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+    if !lengths_match(x, w, rq, out) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::q8_x86::has_vnni() {
+            // SAFETY: AVX-512 F/BW/VNNI are present and the lengths were checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_x86::gemm_vnni(x, w, rq, out)
+            };
+            return true;
+        }
+        if super::x86::has_avx2_fma() {
+            // SAFETY: AVX2 is present and the lengths were checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                gemm_avx2(x, w, rq, out)
+            };
+            return true;
+        }
+    }
+    gemm_portable(x, w, rq, out);
+    true
+}
+
+/// [`pointwise_q8`] without SIMD intrinsics or run-time dispatch: the definition every path
+/// must equal.
+pub fn pointwise_q8_portable(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+    if !lengths_match(x, w, rq, out) {
+        return false;
+    }
+    gemm_portable(x, w, rq, out);
+    true
+}
+
+pub(super) fn lengths_match(x: &[u8], w: &PackedQ8, rq: &Requant, out: &[u8]) -> bool {
+    let p = x.len() / w.k;
+    p > 0 && x.len() == p * w.k && out.len() == p * w.co && rq.scale.len() >= w.bias.len()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gemm_avx2(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
+    gemm_portable(x, w, rq, out);
+}
+
+/// Pixel by pixel and panel by panel, one panel's 32 accumulators at a time (a loop the
+/// compiler vectorizes for the target).
+#[inline(always)]
+fn gemm_portable(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
+    let (k, co) = (w.k, w.co);
+    for (row, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(co)) {
+        for p in 0..co.div_ceil(PANEL_Q8) {
+            let col = p * PANEL_Q8;
+            let mut acc = [0i32; PANEL_Q8];
+            acc.copy_from_slice(&w.bias[col..col + PANEL_Q8]);
+            for (xs, wg) in row
+                .chunks(GROUP)
+                .zip(w.panel(p).chunks_exact(PANEL_Q8 * GROUP))
+            {
+                for (a, wj) in acc.iter_mut().zip(wg.chunks_exact(GROUP)) {
+                    for (xv, wv) in xs.iter().zip(wj) {
+                        *a += i32::from(*xv) * i32::from(*wv);
+                    }
+                }
+            }
+            let cols = PANEL_Q8.min(co - col);
+            if cols == PANEL_Q8 {
+                store(&acc, rq, col, &mut o[col..col + PANEL_Q8]);
+            } else {
+                for (j, d) in o[col..col + cols].iter_mut().enumerate() {
+                    *d = rq.code(acc[j], col + j);
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise weights for [`depthwise_q8`]: taps `[kh, kw, c]` widened to i32 and the bias
+/// `[c]` (zero point folded in per position, so not here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthwiseQ8 {
+    pub(super) geometry: Geometry,
+    pub(super) taps: Vec<i32>,
+    pub(super) bias: Vec<i32>,
+    pub(super) x_zero_point: i32,
+}
+
+impl DepthwiseQ8 {
+    /// From ONNX weights `[c, kh, kw]` i8 and bias `[c]` i32 of `g`, inputs of zero point
+    /// `x_zero_point`; None when a length does not match or an accumulator could leave i32.
+    pub fn new(w: &[i8], bias: &[i32], g: &Geometry, x_zero_point: u8) -> Option<Self> {
+        let (c, taps) = (g.channels, g.kernel[0] * g.kernel[1]);
+        if w.len() != c * taps || bias.len() != c || c == 0 || taps == 0 || g.stride == 0 {
+            return None;
+        }
+        if !bias.iter().all(|&b| fits(i64::from(b), taps)) {
+            return None;
+        }
+        let wide: Vec<i32> = w.iter().map(|&v| i32::from(v)).collect();
+        Some(Self {
+            geometry: *g,
+            taps: super::taps_major(&wide, c, taps),
+            bias: bias.to_vec(),
+            x_zero_point: i32::from(x_zero_point),
+        })
+    }
+
+    /// Shape of the convolution.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+}
+
+/// The depthwise convolution of channels-last `x` `[h, w, c]` into `out` `[ho, wo, c]`, both
+/// u8, by the definition above. Compiled for AVX-512 or AVX2 where the CPU has them (detected
+/// at run time), portable elsewhere. Returns false when a length does not match.
+pub fn depthwise_q8(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
+    if !depthwise_lengths_match(x, w, rq, out) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::q8_x86::has_avx512bw() {
+            // SAFETY: AVX-512 F and BW are present; lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_x86::depthwise_avx512(x, w, rq, out)
+            };
+            return true;
+        }
+        if super::x86::has_avx2_fma() {
+            // SAFETY: AVX2 is present; lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                depthwise_avx2(x, w, rq, out)
+            };
+            return true;
+        }
+    }
+    depthwise_hwc(x, w, rq, out);
+    true
+}
+
+/// [`depthwise_q8`] without run-time dispatch.
+pub fn depthwise_q8_portable(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
+    if !depthwise_lengths_match(x, w, rq, out) {
+        return false;
+    }
+    depthwise_hwc(x, w, rq, out);
+    true
+}
+
+pub(super) fn depthwise_lengths_match(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &[u8]) -> bool {
+    let g = &w.geometry;
+    x.len() == g.channels * g.input[0] * g.input[1]
+        && out.len() == g.channels * g.output[0] * g.output[1]
+        && rq.scale.len() >= g.channels
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn depthwise_avx2(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
+    depthwise_hwc(x, w, rq, out);
+}
+
+/// Channels per register block of the depthwise loop.
+const BLOCK: usize = 16;
+
+/// Per output pixel, per block of [`BLOCK`] channels, the in-bounds taps accumulated (the
+/// padding contributes `(x_zero_point - x_zero_point) * w = 0`, so it is skipped), then stored
+/// as codes. Lengths are checked by the caller.
+#[inline(always)]
+fn depthwise_hwc(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
+    let g = &w.geometry;
+    let (c, [h, wd], [ho, wo], [kh, kw], s) = (g.channels, g.input, g.output, g.kernel, g.stride);
+    let [pt, pl] = g.pad;
+    let zp = w.x_zero_point;
+    let blocks = c / BLOCK * BLOCK;
+    let taps = |o: usize, pad: usize, len: usize, k: usize| {
+        let lo = pad.saturating_sub(o * s);
+        let hi = k.min((len + pad).saturating_sub(o * s));
+        (lo, hi.max(lo))
+    };
+    for y in 0..ho {
+        let (ky0, ky1) = taps(y, pt, h, kh);
+        for xo in 0..wo {
+            let (kx0, kx1) = taps(xo, pl, wd, kw);
+            let at = (y * wo + xo) * c;
+            let o = &mut out[at..at + c];
+            let mut ch = 0;
+            while ch < blocks {
+                let mut acc = [0i32; BLOCK];
+                acc.copy_from_slice(&w.bias[ch..ch + BLOCK]);
+                for ky in ky0..ky1 {
+                    let row = (y * s + ky - pt) * wd;
+                    for kx in kx0..kx1 {
+                        let from = (row + xo * s + kx - pl) * c + ch;
+                        let tap = (ky * kw + kx) * c + ch;
+                        let xs = &x[from..from + BLOCK];
+                        let ws = &w.taps[tap..tap + BLOCK];
+                        for i in 0..BLOCK {
+                            acc[i] += (i32::from(xs[i]) - zp) * ws[i];
+                        }
+                    }
+                }
+                store(&acc, rq, ch, &mut o[ch..ch + BLOCK]);
+                ch += BLOCK;
+            }
+            for ch in blocks..c {
+                let mut acc = w.bias[ch];
+                for ky in ky0..ky1 {
+                    let row = (y * s + ky - pt) * wd;
+                    for kx in kx0..kx1 {
+                        let v = i32::from(x[(row + xo * s + kx - pl) * c + ch]) - zp;
+                        acc += v * w.taps[(ky * kw + kx) * c + ch];
+                    }
+                }
+                o[ch] = rq.code(acc, ch);
+            }
+        }
+    }
+}

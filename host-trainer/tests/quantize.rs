@@ -246,3 +246,88 @@ fn default_bundle_every_precision_passes_onnx_checks_and_matches_tract() {
     }
     common::assert_agree(&diffs, 1e-4);
 }
+
+/// The int8 graphs run over and over, in several threads at once, while libtorch's intra-op
+/// threads multiply matrices in the same process and another thread churns the allocator:
+/// the set-up in which tract's AMX integer kernel crashed this crate's tests (SIGSEGV, 3 runs
+/// in 7, on an Intel Xeon with AMX). Every pass must give the first pass's values bit for bit,
+/// with the project's integer kernels and with tract's own integer path.
+#[test]
+fn int8_graphs_never_crash_beside_busy_libtorch_threads() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use onboard::runtime::{Graph, LoadOptions};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bundle = Arc::new(Bundle::load(&root.join("models/default")).unwrap());
+    let images: Vec<Vec<f32>> = ["000_ground.jpg", "002_target.jpg"]
+        .iter()
+        .map(|n| {
+            let path = root.join("testdata/pass").join(n);
+            onboard::preprocess::load_tensor(&path, &bundle.manifest.input).unwrap()
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let torch_products = Arc::new(AtomicUsize::new(0));
+    let torch = {
+        let (stop, count) = (stop.clone(), torch_products.clone());
+        std::thread::spawn(move || {
+            let a = tch::Tensor::randn([384, 384], (tch::Kind::Float, tch::Device::Cpu));
+            while !stop.load(Ordering::Relaxed) {
+                let b = a.matmul(&a).relu();
+                assert!(b.size() == [384, 384]);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<u64> = (0..4096).map(|i| i as u64 * 31 + n as u64).collect();
+                n = n.wrapping_add(v[n % v.len()] as usize);
+            }
+            n
+        })
+    };
+    let passes = 12;
+    let workers: Vec<_> = [LoadOptions::default(), LoadOptions::TRACT_ONLY]
+        .into_iter()
+        .flat_map(|options| [options, options])
+        .map(|options| {
+            let (bundle, images) = (bundle.clone(), images.clone());
+            std::thread::spawn(move || {
+                let load = |role| {
+                    let (entry, path) = bundle.graph_at(role, Precision::Int8).unwrap();
+                    let shape = bundle.manifest.input_shape(entry);
+                    let g = Graph::load_shaped_with(&path, &shape, entry.output_dim, options);
+                    (g.unwrap(), entry.output_dim)
+                };
+                let ((mut enc, ed), (mut cls, cd)) =
+                    (load(GraphRole::Encoder), load(GraphRole::Classifier));
+                let mut first: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+                for pass in 0..passes {
+                    for (i, x) in images.iter().enumerate() {
+                        let (mut z, mut y) = (vec![0.0; ed], vec![0.0; cd]);
+                        enc.run_into(x, &mut z).unwrap();
+                        cls.run_into(&z, &mut y).unwrap();
+                        if pass == 0 {
+                            first.push((z, y));
+                        } else {
+                            assert!(first[i].0 == z && first[i].1 == y, "pass {pass} image {i}");
+                        }
+                    }
+                }
+                (options, enc.replaced().int8)
+            })
+        })
+        .collect();
+    let replaced: Vec<usize> = workers.into_iter().map(|w| w.join().unwrap().1).collect();
+    stop.store(true, Ordering::Relaxed);
+    torch.join().unwrap();
+    churn.join().unwrap();
+    assert_eq!(replaced, [49, 49, 0, 0]);
+    assert!(torch_products.load(Ordering::Relaxed) > 0);
+}

@@ -65,6 +65,8 @@ fn own_integer_kernels_track_tracts_on_the_default_int8_encoder() {
     // Every QLinearConv: the stem, 16 depthwise, 32 1x1.
     assert_eq!(own.replaced().int8, 49);
     assert_eq!(theirs.replaced().int8, 0);
+    // The input image and the residual stream after each of the 9 skip connections.
+    assert_eq!(own.replaced().quantize, 10);
     let dim = bundle.manifest.latent_dim;
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()

@@ -14,6 +14,7 @@ mod q8_op;
 mod q8_tests;
 #[cfg(target_arch = "x86_64")]
 mod q8_x86;
+mod quantize_op;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -30,6 +31,7 @@ pub use q8_kernel::{
 };
 use q8_op::QConvNode;
 pub use q8_op::{ConvQ8, KindQ8};
+pub use quantize_op::{quantize_u8, QuantizeU8};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch, TypedOp};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -62,6 +64,8 @@ pub struct Replaced {
     pub im2col: usize,
     /// Quantized convolutions (all kinds).
     pub int8: usize,
+    /// f32 -> u8 quantizations ([`QuantizeU8`]).
+    pub quantize: usize,
     /// `Max` / `Min` nodes folded into a replacement's clamp.
     pub clamps: usize,
 }
@@ -113,6 +117,14 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
             };
             replaced.int8 += 1;
             (Box::new(op), conv.shape.channel_move())
+        } else if let Some(op) = kernels
+            .int8
+            .then(|| QuantizeU8::parse(&model, node))
+            .transpose()?
+            .flatten()
+        {
+            replaced.quantize += 1;
+            (Box::new(op), None)
         } else {
             continue;
         };

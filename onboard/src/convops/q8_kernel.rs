@@ -378,3 +378,92 @@ fn depthwise_hwc(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
         }
     }
 }
+
+/// A pointwise kernel path: `(x, w, rq, out) -> lengths matched`.
+#[cfg(test)]
+pub(super) type PointwiseFn = fn(&[u8], &PackedQ8, &Requant, &mut [u8]) -> bool;
+/// A depthwise kernel path.
+#[cfg(test)]
+pub(super) type DepthwiseFn = fn(&[u8], &DepthwiseQ8, &Requant, &mut [u8]) -> bool;
+
+/// Every pointwise path this CPU can run, by name (the dispatched one included).
+#[cfg(test)]
+pub(super) fn pointwise_paths() -> Vec<(&'static str, PointwiseFn)> {
+    let mut all: Vec<(&'static str, PointwiseFn)> = vec![
+        ("dispatched", pointwise_q8),
+        ("portable", pointwise_q8_portable),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn avx2(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            if !lengths_match(x, w, rq, out) {
+                return false;
+            }
+            // SAFETY: listed only when the CPU has AVX2; lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                gemm_avx2(x, w, rq, out)
+            };
+            true
+        }
+        fn vnni(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            if !lengths_match(x, w, rq, out) {
+                return false;
+            }
+            // SAFETY: listed only when the CPU has AVX-512 VNNI; lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_x86::gemm_vnni(x, w, rq, out)
+            };
+            true
+        }
+        if super::x86::has_avx2_fma() {
+            all.push(("avx2", avx2));
+        }
+        if super::q8_x86::has_vnni() {
+            all.push(("avx512vnni", vnni));
+        }
+    }
+    all
+}
+
+/// Every depthwise path this CPU can run, by name (the dispatched one included).
+#[cfg(test)]
+pub(super) fn depthwise_paths() -> Vec<(&'static str, DepthwiseFn)> {
+    let mut all: Vec<(&'static str, DepthwiseFn)> = vec![
+        ("dispatched", depthwise_q8),
+        ("portable", depthwise_q8_portable),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn avx2(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            if !depthwise_lengths_match(x, w, rq, out) {
+                return false;
+            }
+            // SAFETY: listed only when the CPU has AVX2; lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                depthwise_avx2(x, w, rq, out)
+            };
+            true
+        }
+        fn avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            if !depthwise_lengths_match(x, w, rq, out) {
+                return false;
+            }
+            // SAFETY: listed only when the CPU has AVX-512 F and BW; lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_x86::depthwise_avx512(x, w, rq, out)
+            };
+            true
+        }
+        if super::x86::has_avx2_fma() {
+            all.push(("avx2", avx2));
+        }
+        if super::q8_x86::has_avx512bw() {
+            all.push(("avx512", avx512));
+        }
+    }
+    all
+}

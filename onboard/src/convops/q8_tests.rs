@@ -84,9 +84,6 @@ impl Rng {
     }
 }
 
-type Pointwise = fn(&[u8], &PackedQ8, &Requant, &mut [u8]) -> bool;
-type Depthwise = fn(&[u8], &DepthwiseQ8, &Requant, &mut [u8]) -> bool;
-
 /// The layer's scales: activations around [0, 6] in 255 codes, weights per channel, an output
 /// scale that keeps most codes inside [0, 255] and some saturated.
 fn scales(rng: &mut Rng, co: usize, terms: usize) -> ((f32, u8), Vec<f32>, (f32, u8)) {
@@ -99,10 +96,7 @@ fn scales(rng: &mut Rng, co: usize, terms: usize) -> ((f32, u8), Vec<f32>, (f32,
 #[test]
 fn pointwise_and_stem_match_the_definition() {
     let mut rng = Rng(11);
-    let kernels: [(&str, Pointwise); 2] = [
-        ("dispatched", pointwise_q8),
-        ("portable", pointwise_q8_portable),
-    ];
+    let kernels = pointwise_paths();
     // (ci, co, side, kernel, stride, pad): 1x1 layers with every pixel, group and panel
     // remainder; the stem (3 -> 32, 3x3 s2: patch rows of 27, a group tail of 3); odd ones.
     for (ci, co, side, k, s, pad) in [
@@ -145,7 +139,7 @@ fn pointwise_and_stem_match_the_definition() {
         ));
         let saturated = want.iter().filter(|&&v| v == 0 || v == 255).count();
         assert!(saturated < want.len(), "{ci}->{co}: every code saturated");
-        for (name, kernel) in kernels {
+        for &(name, kernel) in &kernels {
             let mut out = vec![0xAA; o * o * co];
             assert!(kernel(&rows, &packed, &rq, &mut out), "{name}");
             assert_eq!(
@@ -163,10 +157,7 @@ fn pointwise_and_stem_match_the_definition() {
 #[test]
 fn depthwise_matches_the_definition() {
     let mut rng = Rng(5);
-    let kernels: [(&str, Depthwise); 2] = [
-        ("dispatched", depthwise_q8),
-        ("portable", depthwise_q8_portable),
-    ];
+    let kernels = depthwise_paths();
     // (c, side, kernel, stride, pad_top_left, pad_bottom_right): the backbones' 3x3 and 5x5,
     // strides 1 and 2, symmetric and asymmetric padding, channel remainders of the 16-block.
     for (c, side, k, s, pad, pad_end) in [
@@ -197,7 +188,7 @@ fn depthwise_matches_the_definition() {
         let rq = Requant::new(xq.0, &ws, yq.0, yq.1, c).expect("valid scales");
         let packed = DepthwiseQ8::new(&w, &bias, &g, xq.1).expect("fits");
         let xh = hwc(&x, c, side * side);
-        for (name, kernel) in kernels {
+        for &(name, kernel) in &kernels {
             let mut out = vec![0xAA; o * o * c];
             assert!(kernel(&xh, &packed, &rq, &mut out), "{name}");
             assert_eq!(

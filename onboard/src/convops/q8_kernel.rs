@@ -233,12 +233,15 @@ fn gemm_portable(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
     }
 }
 
-/// Depthwise weights for [`depthwise_q8`]: taps `[kh, kw, c]` widened to i32 and the bias
-/// `[c]` (zero point folded in per position, so not here).
+/// Depthwise weights for [`depthwise_q8`]: taps `[kh, kw, c]` widened to i32, the same taps in
+/// pairs `[taps.div_ceil(2), c]` (tap `2p` in the low 16 bits of each i32, tap `2p + 1` in the
+/// high 16, 0 past the last tap) for the `vpmaddwd` path, and the bias `[c]` (the zero point is
+/// subtracted per position, so not folded here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepthwiseQ8 {
     pub(super) geometry: Geometry,
     pub(super) taps: Vec<i32>,
+    pub(super) pairs: Vec<i32>,
     pub(super) bias: Vec<i32>,
     pub(super) x_zero_point: i32,
 }
@@ -255,9 +258,18 @@ impl DepthwiseQ8 {
             return None;
         }
         let wide: Vec<i32> = w.iter().map(|&v| i32::from(v)).collect();
+        let taps_major = super::taps_major(&wide, c, taps);
+        let mut pairs = vec![0i32; taps.div_ceil(2) * c];
+        for (t, row) in taps_major.chunks_exact(c).enumerate() {
+            for (d, &v) in pairs[t / 2 * c..].iter_mut().zip(row) {
+                // The tap's 16 bits in its half (as i16 two's complement).
+                *d |= i32::from(v as i16 as u16) << (16 * (t % 2));
+            }
+        }
         Some(Self {
             geometry: *g,
-            taps: super::taps_major(&wide, c, taps),
+            taps: taps_major,
+            pairs,
             bias: bias.to_vec(),
             x_zero_point: i32::from(x_zero_point),
         })

@@ -97,6 +97,8 @@ fn scales(rng: &mut Rng, co: usize, terms: usize) -> ((f32, u8), Vec<f32>, (f32,
 fn pointwise_and_stem_match_the_definition() {
     let mut rng = Rng(11);
     let kernels = pointwise_paths();
+    // Whether some layer saturates at each end (the clamps are exercised).
+    let mut ends = [false; 2];
     // (ci, co, side, kernel, stride, pad): 1x1 layers with every pixel, group and panel
     // remainder; the stem (3 -> 32, 3x3 s2: patch rows of 27, a group tail of 3); odd ones.
     for (ci, co, side, k, s, pad) in [
@@ -139,6 +141,8 @@ fn pointwise_and_stem_match_the_definition() {
         ));
         let saturated = want.iter().filter(|&&v| v == 0 || v == 255).count();
         assert!(saturated < want.len(), "{ci}->{co}: every code saturated");
+        ends[0] |= want.contains(&0);
+        ends[1] |= want.contains(&255);
         for &(name, kernel) in &kernels {
             let mut out = vec![0xAA; o * o * co];
             assert!(kernel(&rows, &packed, &rq, &mut out), "{name}");
@@ -152,6 +156,7 @@ fn pointwise_and_stem_match_the_definition() {
             assert!(!kernel(&[], &packed, &rq, &mut []), "{name}: empty input");
         }
     }
+    assert_eq!(ends, [true, true]);
 }
 
 #[test]
@@ -168,6 +173,8 @@ fn depthwise_matches_the_definition() {
         (1152, 2, 3, 1, 1, 1),
         (21, 7, 3, 2, 1, 1),
         (3, 5, 5, 1, 2, 2),
+        (48, 6, 2, 1, 0, 1),
+        (16, 9, 7, 1, 3, 3),
     ] {
         let o = (side + pad + pad_end - k) / s + 1;
         let g = Geometry {

@@ -129,8 +129,17 @@ impl Tile {
                 let o = self.out.add((p0 + r) * self.co);
                 let c0 = codes(a0[r], s[0], s[1], self.zero_point);
                 let c1 = codes(a1[r], s[2], s[3], self.zero_point);
-                _mm_mask_storeu_epi8(o.cast(), self.mask[0], c0);
-                _mm_mask_storeu_epi8(o.add(16).cast(), self.mask[1], c1);
+                // Whole 16-byte halves with plain stores (masked stores are slower).
+                if self.mask[0] == u16::MAX {
+                    _mm_storeu_si128(o.cast(), c0);
+                } else {
+                    _mm_mask_storeu_epi8(o.cast(), self.mask[0], c0);
+                }
+                if self.mask[1] == u16::MAX {
+                    _mm_storeu_si128(o.add(16).cast(), c1);
+                } else if self.mask[1] != 0 {
+                    _mm_mask_storeu_epi8(o.add(16).cast(), self.mask[1], c1);
+                }
             }
         }
     }
@@ -146,14 +155,19 @@ fn codes(acc: __m512i, s_lo: __m512d, s_hi: __m512d, zero_point: __m512d) -> __m
         _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc)),
         _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc)),
     );
+    // Clamping above before the conversion and below after it gives the same codes as
+    // clamping first (the bounds are integers and rounding is monotone): above 255 the value
+    // becomes 255; far below 0 the conversion's out-of-range result (i32::MIN) and anything
+    // negative become 0.
     let q = |v: __m512d, s: __m512d| {
-        let v = _mm512_add_pd(_mm512_mul_pd(v, s), zero_point);
-        let v = _mm512_min_pd(_mm512_max_pd(v, _mm512_setzero_pd()), _mm512_set1_pd(255.0));
-        let v = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-        _mm512_cvtpd_epi32(v)
+        let v = _mm512_min_pd(
+            _mm512_add_pd(_mm512_mul_pd(v, s), zero_point),
+            _mm512_set1_pd(255.0),
+        );
+        _mm512_cvt_roundpd_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
     };
     let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q(lo, s_lo)), q(hi, s_hi));
-    _mm512_cvtepi32_epi8(both)
+    _mm512_cvtepi32_epi8(_mm512_max_epi32(both, _mm512_setzero_si512()))
 }
 
 /// Whether [`depthwise_avx512`] can run on this CPU.
@@ -161,9 +175,15 @@ pub fn has_avx512bw() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
 }
 
-/// The depthwise convolution of `q8_kernel::depthwise_q8` (same loop nest and definition) with
-/// 16 channels per i32 register: the u8 inputs widened, the zero point subtracted, multiplied
-/// by the widened taps; channels past the last whole 16 by the scalar definition.
+/// Taps of a kernel the paired interior path takes (up to 7x7).
+const MAX_TAPS: usize = 50;
+
+/// The depthwise convolution of `q8_kernel::depthwise_q8` (same definition) with 16 channels
+/// per register. Output pixels whose window lies inside the plane (most of them) take two taps
+/// per `vpmaddwd`: the two taps' inputs widened into the halves of each i32 lane, the zero
+/// point subtracted in 16 bits (exact: -255..=255), multiplied by the paired i16 taps and the
+/// pair summed into i32. Pixels at the border take the taps inside the plane one by one
+/// (`vpmulld`); channels past the last whole 16, the scalar definition.
 ///
 /// # Safety
 /// The CPU supports AVX-512 F and BW ([`has_avx512bw`]); the lengths match `w`'s geometry
@@ -173,50 +193,68 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
     let g = &w.geometry;
     let (c, [h, wd], [ho, wo], [kh, kw], s) = (g.channels, g.input, g.output, g.kernel, g.stride);
     let [pt, pl] = g.pad;
-    let zp = _mm512_set1_epi32(w.x_zero_point);
-    let zero_point = _mm512_set1_pd(rq.zero_point);
-    let blocks = c / 16 * 16;
     let taps = |o: usize, pad: usize, len: usize, k: usize| {
         let lo = pad.saturating_sub(o * s);
         let hi = k.min((len + pad).saturating_sub(o * s));
         (lo, hi.max(lo))
     };
-    let (xp, tp, bp, sp, op) = (
-        x.as_ptr(),
-        w.taps.as_ptr(),
-        w.bias.as_ptr(),
-        rq.scale.as_ptr(),
-        out.as_mut_ptr(),
-    );
+    // Offsets of the taps from the window's first input, and a last one repeating the first
+    // (its paired weight is 0) when the count is odd.
+    let n = kh * kw;
+    let mut offsets = [0usize; MAX_TAPS];
+    let paired = n <= MAX_TAPS - 1;
+    if paired {
+        for (t, o) in offsets.iter_mut().take(n).enumerate() {
+            *o = ((t / kw) * wd + t % kw) * c;
+        }
+    }
+    let blocks = c / 16 * 16;
+    let k = Kernel {
+        c,
+        x: x.as_ptr(),
+        taps: w.taps.as_ptr(),
+        pairs: w.pairs.as_ptr(),
+        bias: w.bias.as_ptr(),
+        scale: rq.scale.as_ptr(),
+        zp32: _mm512_set1_epi32(w.x_zero_point),
+        zp16: _mm512_set1_epi16(w.x_zero_point as i16),
+        zero_point: _mm512_set1_pd(rq.zero_point),
+    };
     for y in 0..ho {
         let (ky0, ky1) = taps(y, pt, h, kh);
         for xo in 0..wo {
             let (kx0, kx1) = taps(xo, pl, wd, kw);
             let at = (y * wo + xo) * c;
-            // SAFETY: as in the portable loop nest, every input index is a pixel inside the
-            // plane (taps clipped to it) times c plus a channel below c, every tap index is
-            // below kh * kw * c, bias and scale hold c values (scale padded further) and the
-            // output index is below ho * wo * c; the caller checked those lengths.
+            let o = out[at..at + c].as_mut_ptr();
+            let inside = paired && ky0 == 0 && ky1 == kh && kx0 == 0 && kx1 == kw;
+            // SAFETY: inside the plane, every tap offset from the window's first input
+            // `((y * s - pt) * wd + xo * s - pl) * c` plus a channel below c is a pixel of the
+            // plane; at the border only the taps clipped to the plane are read (as in the
+            // portable loop nest); tap, pair, bias and scale indices stay below their lengths
+            // (checked at construction and by the caller), and the 16 codes go to channels
+            // ch..ch + 16 <= c of this output pixel.
             unsafe {
-                let mut ch = 0;
-                while ch < blocks {
-                    let mut acc = _mm512_loadu_si512(bp.add(ch).cast());
-                    for ky in ky0..ky1 {
-                        let row = (y * s + ky - pt) * wd;
-                        for kx in kx0..kx1 {
-                            let from = (row + xo * s + kx - pl) * c + ch;
-                            let tap = (ky * kw + kx) * c + ch;
-                            let xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(xp.add(from).cast()));
-                            let wv = _mm512_loadu_si512(tp.add(tap).cast());
-                            let prod = _mm512_mullo_epi32(_mm512_sub_epi32(xv, zp), wv);
-                            acc = _mm512_add_epi32(acc, prod);
+                for ch in (0..blocks).step_by(16) {
+                    let acc = if inside {
+                        let first = ((y * s - pt) * wd + xo * s - pl) * c + ch;
+                        k.paired(first, &offsets[..n.div_ceil(2) * 2], ch)
+                    } else {
+                        let mut acc = _mm512_loadu_si512(k.bias.add(ch).cast());
+                        for ky in ky0..ky1 {
+                            let row = (y * s + ky - pt) * wd;
+                            for kx in kx0..kx1 {
+                                let from = (row + xo * s + kx - pl) * c + ch;
+                                acc = k.single(acc, from, (ky * kw + kx) * c + ch);
+                            }
                         }
-                    }
-                    let (s_lo, s_hi) =
-                        (_mm512_loadu_pd(sp.add(ch)), _mm512_loadu_pd(sp.add(ch + 8)));
-                    let v = codes(acc, s_lo, s_hi, zero_point);
-                    _mm_storeu_si128(op.add(at + ch).cast(), v);
-                    ch += 16;
+                        acc
+                    };
+                    let (s_lo, s_hi) = (
+                        _mm512_loadu_pd(k.scale.add(ch)),
+                        _mm512_loadu_pd(k.scale.add(ch + 8)),
+                    );
+                    let v = codes(acc, s_lo, s_hi, k.zero_point);
+                    _mm_storeu_si128(o.add(ch).cast(), v);
                 }
             }
             for ch in blocks..c {
@@ -230,6 +268,51 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
                 }
                 out[at + ch] = rq.code(acc, ch);
             }
+        }
+    }
+}
+
+/// The operands of [`depthwise_avx512`].
+struct Kernel {
+    c: usize,
+    x: *const u8,
+    taps: *const i32,
+    pairs: *const i32,
+    bias: *const i32,
+    scale: *const f64,
+    zp32: __m512i,
+    zp16: __m512i,
+    zero_point: __m512d,
+}
+
+impl Kernel {
+    /// Channels `ch..ch + 16` of a window inside the plane starting at input index `first`,
+    /// taps at `offsets` (an even count; a phantom last tap has weight 0), two per `vpmaddwd`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn paired(&self, first: usize, offsets: &[usize], ch: usize) -> __m512i {
+        unsafe {
+            let mut acc = _mm512_loadu_si512(self.bias.add(ch).cast());
+            for (p, pair) in offsets.chunks_exact(2).enumerate() {
+                let a = _mm512_cvtepu8_epi32(_mm_loadu_si128(self.x.add(first + pair[0]).cast()));
+                let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(self.x.add(first + pair[1]).cast()));
+                let both =
+                    _mm512_sub_epi16(_mm512_or_si512(a, _mm512_slli_epi32::<16>(b)), self.zp16);
+                let wv = _mm512_loadu_si512(self.pairs.add(p * self.c + ch).cast());
+                acc = _mm512_add_epi32(acc, _mm512_madd_epi16(both, wv));
+            }
+            acc
+        }
+    }
+
+    /// `acc` plus one tap (input index `from`, tap index `tap`) of 16 channels.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn single(&self, acc: __m512i, from: usize, tap: usize) -> __m512i {
+        unsafe {
+            let xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(self.x.add(from).cast()));
+            let wv = _mm512_loadu_si512(self.taps.add(tap).cast());
+            _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_sub_epi32(xv, self.zp32), wv))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Measures each graph of the default bundle at every precision it carries (tract, one input;
-//! the encoders also with tract's own convolution kernels instead of `onboard::convops`, and with
-//! only the project's depthwise kernel as on aarch64) and the whole per-image pipeline at the
-//! default precision.
+//! the encoders also with tract's own convolution kernels, f32 or integer, instead of
+//! `onboard::convops`, and with only the project's f32 depthwise kernel as on aarch64) and the
+//! whole per-image pipeline at the default precision.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onboard::bundle::{Bundle, GraphInput, GraphRole};
@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
             let name = format!("{}_{precision}", format!("{role:?}").to_lowercase());
             g.bench_function(&name, |b| b.iter(|| graph.run_into(x, &mut out)));
             let r = graph.replaced();
-            if r.depthwise + r.pointwise + r.im2col == 0 {
+            if r.depthwise + r.pointwise + r.im2col + r.int8 == 0 {
                 continue;
             }
             let shape = bundle.manifest.input_shape(entry);

@@ -8,6 +8,7 @@ mod im2col;
 mod op;
 mod parse;
 mod pointwise_kernel;
+mod pool;
 mod q8_kernel;
 mod q8_op;
 #[cfg(test)]

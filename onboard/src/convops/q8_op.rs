@@ -9,6 +9,7 @@ use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, Sta
 
 use super::im2col::{patch_order, patches_padded};
 use super::parse::ConvShape;
+use super::pool::OutputPool;
 use super::q8_kernel::{depthwise_q8, pointwise_q8, DepthwiseQ8, PackedQ8, Requant};
 
 /// A `QLinearConv` of a [`ConvShape`]: u8 input, i8 weights with zero point 0, i32 bias,
@@ -23,10 +24,8 @@ pub(super) struct QConvNode {
     pub bias: Vec<i32>,
     /// Input zero point.
     pub x_zero_point: u8,
-    /// The requantization.
-    pub requant: Requant,
-    /// The scales it was made of: `x_scale`, `w_scale` (1 or `co`), `y_scale`, and the output
-    /// zero point.
+    /// The requantization's terms: `x_scale`, `w_scale` (1 or `co`), `y_scale`, and the output
+    /// zero point (valid for [`Requant::new`]).
     pub scales: (f32, Vec<f32>, f32, u8),
     /// The output's datum type (u8, possibly carrying its quantization).
     pub output_type: DatumType,
@@ -92,9 +91,9 @@ impl QConvNode {
             .try_as_plain_ram()?
             .as_slice::<f32>()?
             .to_vec();
-        let Some(requant) = Requant::new(x_scale, &k_scale, y_scale, y_zp, co) else {
+        if Requant::new(x_scale, &k_scale, y_scale, y_zp, co).is_none() {
             return Ok(None);
-        };
+        }
         let scales = (x_scale, k_scale, y_scale, y_zp);
         let b = b.cast_to::<i32>()?;
         let b = b.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
@@ -105,7 +104,6 @@ impl QConvNode {
             weights,
             bias,
             x_zero_point: x_zp,
-            requant,
             scales,
             output_type,
         }))
@@ -140,6 +138,7 @@ pub struct ConvQ8 {
     output: [usize; 3],
     batch_axis: bool,
     output_type: DatumType,
+    pool: OutputPool,
 }
 
 impl PartialEq for ConvQ8 {
@@ -161,6 +160,8 @@ impl ConvQ8 {
     pub(super) fn new(conv: &QConvNode) -> Option<Self> {
         let s = &conv.shape;
         let zp = conv.x_zero_point;
+        let (xs, ws, ys, yzp) = &conv.scales;
+        let requant = Requant::new(*xs, ws, *ys, *yzp, s.co)?;
         let kind = if s.group == s.ci && s.co == s.ci {
             KindQ8::Depthwise(Arc::new(DepthwiseQ8::new(
                 &conv.weights,
@@ -188,11 +189,12 @@ impl ConvQ8 {
         };
         Some(Self {
             kind,
-            requant: Arc::new(conv.requant.clone()),
+            requant: Arc::new(requant),
             x_zero_point: zp,
             output: [s.output[0], s.output[1], s.co],
             batch_axis: s.batch_axis,
             output_type: conv.output_type,
+            pool: OutputPool::default(),
         })
     }
 
@@ -255,21 +257,24 @@ impl EvalOp for ConvQ8 {
         let Some(x) = inputs.first() else {
             return Err(TractError::msg(format!("{} takes one input", self.name())));
         };
+        let xv = x.try_as_plain_ram()?;
+        let x = xv.as_slice::<u8>()?;
         // Every value is written by the kernel.
-        let mut out = Tensor::zero_dt(self.output_type, &self.output_shape())?;
-        {
-            let xv = x.try_as_plain_ram()?;
-            let mut ov = out.try_as_plain_ram_mut()?;
-            let x = xv.as_slice::<u8>()?;
-            if !self.run(x, ov.as_slice_mut::<u8>()?) {
-                return Err(TractError::msg(format!(
-                    "{}: {} input values do not fit its shape",
-                    self.name(),
-                    x.len(),
-                )));
-            }
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let out = self
+            .pool
+            .output(self.output_type, &self.output_shape(), |out| {
+                let mut ov = out.try_as_plain_ram_mut()?;
+                if self.run(x, ov.as_slice_mut::<u8>()?) {
+                    Ok(())
+                } else {
+                    Err(TractError::msg(format!(
+                        "{}: {} input values do not fit its shape",
+                        self.name(),
+                        x.len(),
+                    )))
+                }
+            })?;
+        Ok(tvec!(out))
     }
 }
 

@@ -316,3 +316,35 @@ impl Kernel {
         }
     }
 }
+
+/// `quantize_op::quantize` on 16 lanes: the product rounded half to even by the conversion itself, NaN
+/// lanes set to 0 and lanes at or past 2^31 to 255 (what the saturating scalar cast and add
+/// give), the rest clamped in i32.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `x` and `out` have the same length.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn quantize_avx512(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    let whole = x.len() / 16 * 16;
+    let (s, zp) = (
+        _mm512_set1_ps(scale),
+        _mm512_set1_epi32(i32::from(zero_point)),
+    );
+    let (top, byte) = (_mm512_set1_ps(2_147_483_648.0), _mm512_set1_epi32(255));
+    for i in (0..whole).step_by(16) {
+        // SAFETY: i + 16 <= whole <= x.len() == out.len().
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), s);
+            let r =
+                _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            let big = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, top);
+            let r = _mm512_mask_mov_epi32(r, nan, _mm512_setzero_si512());
+            let r = _mm512_mask_mov_epi32(r, big, byte);
+            let r = _mm512_add_epi32(_mm512_min_epi32(r, byte), zp);
+            let r = _mm512_max_epi32(_mm512_min_epi32(r, byte), _mm512_setzero_si512());
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi8(r));
+        }
+    }
+    super::quantize_op::quantize(&x[whole..], scale, zero_point, &mut out[whole..]);
+}

@@ -11,6 +11,8 @@ use tract_onnx::tract_core::internal::{
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
+use super::pool::OutputPool;
+
 /// `out[i] = clamp(round_half_even(x[i] * scale) + zero_point, 0, 255)` with `scale` the
 /// reciprocal of ONNX's `y_scale` as tract holds it (NaN gives the zero point, as a saturating
 /// cast of NaN gives 0): tract's values exactly, except that products past i32 saturate (as ONNX
@@ -23,10 +25,10 @@ pub fn quantize_u8(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) -> boo
     #[cfg(target_arch = "x86_64")]
     {
         if super::x86::has_avx512() {
-            // SAFETY: AVX-512F is present.
+            // SAFETY: AVX-512F is present; the lengths are equal (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                quantize_avx512(x, scale, zero_point, out)
+                super::q8_x86::quantize_avx512(x, scale, zero_point, out)
             };
             return true;
         }
@@ -44,19 +46,13 @@ pub fn quantize_u8(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) -> boo
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn quantize_avx512(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
-    quantize(x, scale, zero_point, out);
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn quantize_avx2(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
     quantize(x, scale, zero_point, out);
 }
 
 #[inline(always)]
-fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+pub(super) fn quantize(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
     let zp = i32::from(zero_point);
     for (d, v) in out.iter_mut().zip(x) {
         let r = (v * scale).round_ties_even() as i32;
@@ -71,6 +67,7 @@ pub struct QuantizeU8 {
     scale: f32,
     zero_point: u8,
     output_type: DatumType,
+    pool: OutputPool,
 }
 
 impl Eq for QuantizeU8 {}
@@ -93,6 +90,7 @@ impl QuantizeU8 {
             scale: q.scale,
             zero_point: q.zero_point,
             output_type,
+            pool: OutputPool::default(),
         }))
     }
 }
@@ -120,21 +118,17 @@ impl EvalOp for QuantizeU8 {
         let Some(x) = inputs.first() else {
             return Err(TractError::msg("QuantizeU8 takes one input"));
         };
-        let mut out = Tensor::zero_dt(self.output_type, x.shape())?;
-        {
-            let xv = x.try_as_plain_ram()?;
+        let xv = x.try_as_plain_ram()?;
+        let xs = xv.as_slice::<f32>()?;
+        let out = self.pool.output(self.output_type, x.shape(), |out| {
             let mut ov = out.try_as_plain_ram_mut()?;
-            let ok = quantize_u8(
-                xv.as_slice::<f32>()?,
-                self.scale,
-                self.zero_point,
-                ov.as_slice_mut::<u8>()?,
-            );
-            if !ok {
-                return Err(TractError::msg("QuantizeU8: lengths differ"));
+            if quantize_u8(xs, self.scale, self.zero_point, ov.as_slice_mut::<u8>()?) {
+                Ok(())
+            } else {
+                Err(TractError::msg("QuantizeU8: lengths differ"))
             }
-        }
-        Ok(tvec!(out.into_tvalue()))
+        })?;
+        Ok(tvec!(out))
     }
 }
 
@@ -214,9 +208,13 @@ mod tests {
         assert!(!quantize_u8(&[1.0], 1.0, 0, &mut []));
         // Past i32, tract's `as i32 + zero_point` wraps (release) or panics (debug); ONNX
         // saturates, and so does this op.
-        let huge = [3e9, 1e30, f32::INFINITY];
-        let mut out = [0u8; 3];
+        let huge: Vec<f32> = [3e9, 1e30, f32::INFINITY, 2_147_483_648.0, 2_147_483_520.0]
+            .into_iter()
+            .cycle()
+            .take(37)
+            .collect();
+        let mut out = vec![0u8; huge.len()];
         assert!(quantize_u8(&huge, 1.0, 200, &mut out));
-        assert_eq!(out, [255; 3]);
+        assert_eq!(out, vec![255; huge.len()]);
     }
 }

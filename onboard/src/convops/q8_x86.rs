@@ -202,7 +202,7 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
     // (its paired weight is 0) when the count is odd.
     let n = kh * kw;
     let mut offsets = [0usize; MAX_TAPS];
-    let paired = n <= MAX_TAPS - 1;
+    let paired = n < MAX_TAPS;
     if paired {
         for (t, o) in offsets.iter_mut().take(n).enumerate() {
             *o = ((t / kw) * wd + t % kw) * c;

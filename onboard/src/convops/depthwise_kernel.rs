@@ -158,12 +158,7 @@ fn hwc<M: MulAdd>(
     let (c, [h, wd], [ho, wo], [kh, kw], s) = (g.channels, g.input, g.output, g.kernel, g.stride);
     let [pt, pl] = g.pad;
     let blocks = c / BLOCK * BLOCK;
-    // Taps `k` with `0 <= o * s + k - pad < len`.
-    let taps = |o: usize, pad: usize, len: usize, k: usize| {
-        let lo = pad.saturating_sub(o * s);
-        let hi = k.min((len + pad).saturating_sub(o * s));
-        (lo, hi.max(lo))
-    };
+    let taps = |o: usize, pad: usize, len: usize, k: usize| tap_range(o, s, pad, len, k);
     for y in 0..ho {
         let (ky0, ky1) = taps(y, pt, h, kh);
         for xo in 0..wo {
@@ -204,6 +199,14 @@ fn hwc<M: MulAdd>(
             }
         }
     }
+}
+
+/// The taps `lo..hi` of a `k`-wide window at output position `o` (stride `s`, padding `pad`)
+/// that fall inside an input axis of `len` values: those with `0 <= o * s + t - pad < len`.
+pub(super) fn tap_range(o: usize, s: usize, pad: usize, len: usize, k: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(o * s);
+    let hi = k.min((len + pad).saturating_sub(o * s));
+    (lo, hi.max(lo))
 }
 
 /// `dst[j * rows + i] = src[i * cols + j]` for a row-major `[rows, cols]` `src`.

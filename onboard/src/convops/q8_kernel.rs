@@ -8,7 +8,7 @@
 //! `scale[o] = x_scale * w_scale[o] / y_scale` computed in f32 (numpy's promotions in the
 //! reference: float32 scales, the int32 accumulator times them in float64). See [`Requant`].
 
-use super::depthwise_kernel::Geometry;
+use super::depthwise_kernel::{tap_range, Geometry};
 
 /// Output channels per packed weight panel of [`PackedQ8`].
 pub const PANEL_Q8: usize = 32;
@@ -333,6 +333,31 @@ fn depthwise_avx2(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
     depthwise_hwc(x, w, rq, out);
 }
 
+/// The accumulator of channel `ch` at output pixel `[y, xo]` by the definition, over the
+/// in-plane taps `ky` and `kx` (`[first, end)`, see `tap_range`): the loop for channels past
+/// the last whole register block, shared by every depthwise path.
+#[inline(always)]
+pub(super) fn channel_acc(
+    x: &[u8],
+    w: &DepthwiseQ8,
+    [y, xo]: [usize; 2],
+    ch: usize,
+    [ky0, ky1]: [usize; 2],
+    [kx0, kx1]: [usize; 2],
+) -> i32 {
+    let g = &w.geometry;
+    let (c, wd, kw, s, [pt, pl]) = (g.channels, g.input[1], g.kernel[1], g.stride, g.pad);
+    let mut acc = w.bias[ch];
+    for ky in ky0..ky1 {
+        let row = (y * s + ky - pt) * wd;
+        for kx in kx0..kx1 {
+            let v = i32::from(x[(row + xo * s + kx - pl) * c + ch]) - w.x_zero_point;
+            acc += v * w.taps[(ky * kw + kx) * c + ch];
+        }
+    }
+    acc
+}
+
 /// Channels per register block of the depthwise loop.
 const BLOCK: usize = 16;
 
@@ -346,11 +371,7 @@ fn depthwise_hwc(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
     let [pt, pl] = g.pad;
     let zp = w.x_zero_point;
     let blocks = c / BLOCK * BLOCK;
-    let taps = |o: usize, pad: usize, len: usize, k: usize| {
-        let lo = pad.saturating_sub(o * s);
-        let hi = k.min((len + pad).saturating_sub(o * s));
-        (lo, hi.max(lo))
-    };
+    let taps = |o: usize, pad: usize, len: usize, k: usize| tap_range(o, s, pad, len, k);
     for y in 0..ho {
         let (ky0, ky1) = taps(y, pt, h, kh);
         for xo in 0..wo {
@@ -376,16 +397,8 @@ fn depthwise_hwc(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
                 store(&acc, rq, ch, &mut o[ch..ch + BLOCK]);
                 ch += BLOCK;
             }
-            for ch in blocks..c {
-                let mut acc = w.bias[ch];
-                for ky in ky0..ky1 {
-                    let row = (y * s + ky - pt) * wd;
-                    for kx in kx0..kx1 {
-                        let v = i32::from(x[(row + xo * s + kx - pl) * c + ch]) - zp;
-                        acc += v * w.taps[(ky * kw + kx) * c + ch];
-                    }
-                }
-                o[ch] = rq.code(acc, ch);
+            for (ch, d) in o.iter_mut().enumerate().skip(blocks) {
+                *d = rq.code(channel_acc(x, w, [y, xo], ch, [ky0, ky1], [kx0, kx1]), ch);
             }
         }
     }

@@ -6,7 +6,8 @@
 
 use std::arch::x86_64::*;
 
-use super::q8_kernel::{DepthwiseQ8, PackedQ8, Requant, GROUP, PANEL_Q8};
+use super::depthwise_kernel::tap_range;
+use super::q8_kernel::{channel_acc, DepthwiseQ8, PackedQ8, Requant, GROUP, PANEL_Q8};
 
 /// Whether [`gemm_vnni`] can run on this CPU.
 pub fn has_vnni() -> bool {
@@ -193,11 +194,7 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
     let g = &w.geometry;
     let (c, [h, wd], [ho, wo], [kh, kw], s) = (g.channels, g.input, g.output, g.kernel, g.stride);
     let [pt, pl] = g.pad;
-    let taps = |o: usize, pad: usize, len: usize, k: usize| {
-        let lo = pad.saturating_sub(o * s);
-        let hi = k.min((len + pad).saturating_sub(o * s));
-        (lo, hi.max(lo))
-    };
+    let taps = |o: usize, pad: usize, len: usize, k: usize| tap_range(o, s, pad, len, k);
     // Offsets of the taps from the window's first input, and a last one repeating the first
     // (its paired weight is 0) when the count is odd.
     let n = kh * kw;
@@ -258,14 +255,7 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
                 }
             }
             for ch in blocks..c {
-                let mut acc = w.bias[ch];
-                for ky in ky0..ky1 {
-                    let row = (y * s + ky - pt) * wd;
-                    for kx in kx0..kx1 {
-                        let v = i32::from(x[(row + xo * s + kx - pl) * c + ch]) - w.x_zero_point;
-                        acc += v * w.taps[(ky * kw + kx) * c + ch];
-                    }
-                }
+                let acc = channel_acc(x, w, [y, xo], ch, [ky0, ky1], [kx0, kx1]);
                 out[at + ch] = rq.code(acc, ch);
             }
         }

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::depthwise_kernel::{Clamp, Geometry};
+use super::depthwise_kernel::{tap_range, Clamp, Geometry};
 use super::pointwise_kernel::{Packed, PANEL};
 
 /// Whether [`gemm_avx512`] can run on this CPU.
@@ -270,10 +270,7 @@ impl Depthwise512 {
         let g = &self.g;
         let (c, [h, wd], [ho, wo], s, [pt, pl]) = (g.channels, g.input, g.output, g.stride, g.pad);
         // Taps `k` with `0 <= o * s + k - pad < len`.
-        let taps = |o: usize, pad: usize, len: usize| {
-            let lo = pad.saturating_sub(o * s);
-            (lo, K.min((len + pad).saturating_sub(o * s)).max(lo))
-        };
+        let taps = |o: usize, pad: usize, len: usize| tap_range(o, s, pad, len, K);
         unsafe {
             for cb in (0..c).step_by(16) {
                 let mask: __mmask16 = ((1u32 << (c - cb).min(16)) - 1) as u16;

@@ -10,6 +10,8 @@ mod parse;
 mod pointwise_kernel;
 mod pool;
 mod q8_kernel;
+#[cfg(target_arch = "aarch64")]
+mod q8_neon;
 mod q8_op;
 #[cfg(test)]
 mod q8_tests;

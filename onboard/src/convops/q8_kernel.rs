@@ -81,7 +81,7 @@ pub(super) fn fits(bias: i64, terms: usize) -> bool {
 
 /// A block of `N` accumulators of consecutive output channels `o0..o0 + N` to codes.
 #[inline(always)]
-fn store<const N: usize>(acc: &[i32; N], rq: &Requant, o0: usize, out: &mut [u8]) {
+pub(super) fn store<const N: usize>(acc: &[i32; N], rq: &Requant, o0: usize, out: &mut [u8]) {
     let scale = &rq.scale[o0..o0 + N];
     for ((d, &a), &s) in out.iter_mut().zip(acc).zip(scale) {
         *d = code(a, s, rq.zero_point);
@@ -98,6 +98,10 @@ pub struct PackedQ8 {
     pub(super) co: usize,
     pub(super) panels: Vec<i8>,
     pub(super) bias: Vec<i32>,
+    /// The bias for activations shifted to `x - 128` (signed-byte dot products, as aarch64's
+    /// `sdot`): `bias[o] + 128 * sum_k w[o, k]` (folded as above), per packed channel; None
+    /// when an accumulator could then leave i32.
+    pub(super) bias_128: Option<Vec<i32>>,
 }
 
 impl PackedQ8 {
@@ -111,6 +115,7 @@ impl PackedQ8 {
         let n = co.div_ceil(PANEL_Q8);
         let mut panels = vec![0i8; n * groups * PANEL_Q8 * GROUP];
         let mut folded = vec![0i32; n * PANEL_Q8];
+        let mut shifted = Some(vec![0i32; n * PANEL_Q8]);
         for (o, row) in w.chunks_exact(k).enumerate() {
             let (p, j) = (o / PANEL_Q8, o % PANEL_Q8);
             for (i, &v) in row.iter().enumerate() {
@@ -122,12 +127,20 @@ impl PackedQ8 {
                 return None;
             }
             folded[o] = i32::try_from(b).ok()?;
+            let b128 = i32::try_from(b + 128 * sum)
+                .ok()
+                .filter(|&v| fits(i64::from(v), k));
+            shifted = shifted.zip(b128).map(|(mut s, v)| {
+                s[o] = v;
+                s
+            });
         }
         Some(Self {
             k,
             co,
             panels,
             bias: folded,
+            bias_128: shifted,
         })
     }
 
@@ -150,8 +163,9 @@ impl PackedQ8 {
 
 /// `out[p, o] = code(bias[o] + sum_k (x[p, k] - x_zero_point) * w[o, k])` for `x` `[pixels, k]`
 /// and `out` `[pixels, co]` u8, row-major, `w` packed with that zero point. On x86-64 with
-/// AVX-512 VNNI (detected at run time) it runs `vpdpbusd` register tiles, elsewhere
-/// [`pointwise_q8_portable`] (compiled for AVX2 where the CPU has it). Returns false (leaving
+/// AVX-512 VNNI (detected at run time) it runs `vpdpbusd` register tiles, on aarch64 with the
+/// dot product `sdot` tiles, elsewhere [`pointwise_q8_portable`] (compiled for AVX2 where the
+/// CPU has it). Returns false (leaving
 /// `out` untouched) when a length does not match.
 pub fn pointwise_q8(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
     if !lengths_match(x, w, rq, out) {
@@ -172,6 +186,22 @@ pub fn pointwise_q8(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> boo
             #[allow(unsafe_code)]
             unsafe {
                 gemm_avx2(x, w, rq, out)
+            };
+            return true;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if let Some(bias) = w
+            .bias_128
+            .as_deref()
+            .filter(|_| super::q8_neon::has_dotprod())
+        {
+            // SAFETY: the dot product is present, the lengths were checked above and `bias`
+            // holds a value per packed channel.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_neon::gemm_sdot(x, w, bias, rq, out)
             };
             return true;
         }
@@ -449,12 +479,35 @@ pub(super) fn pointwise_paths() -> Vec<(&'static str, PointwiseFn)> {
             all.push(("avx512vnni", vnni));
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        fn sdot(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            let Some(bias) = w.bias_128.as_deref() else {
+                return pointwise_q8_portable(x, w, rq, out);
+            };
+            if !lengths_match(x, w, rq, out) {
+                return false;
+            }
+            // SAFETY: listed only when the CPU has the dot product; lengths checked above;
+            // `bias` holds a value per packed channel.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_neon::gemm_sdot(x, w, bias, rq, out)
+            };
+            true
+        }
+        if super::q8_neon::has_dotprod() {
+            all.push(("neon-sdot", sdot));
+        }
+    }
     all
 }
 
 /// Every depthwise path this CPU can run, by name (the dispatched one included).
 #[cfg(test)]
 pub(super) fn depthwise_paths() -> Vec<(&'static str, DepthwiseFn)> {
+    // Only x86-64 has further depthwise paths.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut all: Vec<(&'static str, DepthwiseFn)> = vec![
         ("dispatched", depthwise_q8),
         ("portable", depthwise_q8_portable),

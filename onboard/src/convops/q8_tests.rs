@@ -97,6 +97,8 @@ fn scales(rng: &mut Rng, co: usize, terms: usize) -> ((f32, u8), Vec<f32>, (f32,
 fn pointwise_and_stem_match_the_definition() {
     let mut rng = Rng(11);
     let kernels = pointwise_paths();
+    let names: Vec<&str> = kernels.iter().map(|k| k.0).collect();
+    eprintln!("pointwise paths on this CPU: {names:?}");
     // Whether some layer saturates at each end (the clamps are exercised).
     let mut ends = [false; 2];
     // (ci, co, side, kernel, stride, pad): 1x1 layers with every pixel, group and panel
@@ -107,6 +109,7 @@ fn pointwise_and_stem_match_the_definition() {
         (40, 24, 3, 1, 1, 0),
         (1, 1, 1, 1, 1, 0),
         (7, 33, 4, 1, 1, 0),
+        (13, 40, 3, 1, 1, 0),
         (320, 1280, 2, 1, 1, 0),
         (3, 32, 17, 3, 2, 1),
         (3, 32, 16, 3, 2, 0),
@@ -228,6 +231,16 @@ fn weights_that_could_overflow_the_accumulator_are_refused() {
     assert!(PackedQ8::new(&[1; 4], &[i32::MAX - 10, 0], 2, 2, 0).is_none());
     assert!(PackedQ8::new(&[127; 4], &[0, 0], 2, 2, 255).is_some());
     assert!(PackedQ8::new(&[1; 4], &[0; 3], 2, 2, 0).is_none());
+    // Fits for the u8 kernels, not with the activations shifted by -128: the signed-dot path
+    // is then not offered (the dispatch runs the portable loop).
+    let near = i32::MAX - 2 * 255 * 128 - 100;
+    let packed = PackedQ8::new(&[127; 2], &[near], 1, 2, 0).expect("fits unshifted");
+    assert!(packed.bias_128.is_none());
+    let shifted = PackedQ8::new(&[127; 2], &[7], 1, 2, 3).expect("fits");
+    assert_eq!(
+        shifted.bias_128.as_deref().map(|b| b[0]),
+        Some(7 - 3 * 254 + 128 * 254)
+    );
     let g = Geometry {
         channels: 1,
         input: [3, 3],

@@ -331,6 +331,9 @@ pub fn with_precision_section(
         q.calibration_images,
         q.config.calibration_split
     );
+    if !q.config.int8_classifier {
+        s.push_str("At int8 the classifier runs its f32 graph (one linear layer): integer class probabilities cost the stream adaptation accuracy on the development protocol (`host-trainer quantize --int8-classifier` quantizes it too).\n\n");
+    }
     s.push_str("| precision | encoder bytes | classifier bytes | top-1 | macro-F1 | cluster Hungarian | NMI | class agreement with f32 | cluster agreement with f32 | ms/image |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for r in &q.precisions {
         let v = r.validation.as_ref();

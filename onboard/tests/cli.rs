@@ -528,10 +528,18 @@ fn bench_reports_stages_and_an_allocation_free_core() {
     let isa = doc["tract_isa"].as_str().unwrap();
     assert!(!isa.is_empty() && !isa.contains("amx"), "{isa}");
     assert_eq!(doc["images"], 12);
-    // The encoder's depthwise convolutions run on the project's own kernel.
+    // The encoder's depthwise convolutions run on the project's own kernel, f32 or integer
+    // after the bundle's default precision, and none on tract's.
+    let own = match doc["precision"].as_str().unwrap() {
+        "f32" | "int8-weights" => "DepthwiseF32",
+        "int8" => "DepthwiseQ8",
+        other => panic!("unexpected precision {other}"),
+    };
     let profile = doc["encoder_profile"].as_object().unwrap();
-    assert!(profile.contains_key("DepthwiseF32"), "{profile:?}");
-    assert!(!profile.contains_key("DepthWiseConv"), "{profile:?}");
+    assert!(profile.contains_key(own), "{own}: {profile:?}");
+    for tract_op in ["DepthWiseConv", "QLinearConv", "ConvUnary", "Conv"] {
+        assert!(!profile.contains_key(tract_op), "{tract_op}: {profile:?}");
+    }
     let shares: f64 = profile.values().map(|v| v["share"].as_f64().unwrap()).sum();
     assert!((shares - 1.0).abs() < 1e-6, "{shares}");
     assert_eq!(doc["core_heap_allocs_per_image"].as_f64().unwrap(), 0.0);

@@ -135,6 +135,10 @@ struct QuantizeArgs {
     /// Default precision to record instead of the automatic choice.
     #[arg(long, value_enum)]
     default_precision: Option<Precision>,
+    /// Quantize the classifier too at int8 (by default the int8 precision keeps the f32
+    /// classifier graph: its integer probabilities cost the stream adaptation accuracy).
+    #[arg(long)]
+    int8_classifier: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -337,6 +341,7 @@ fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
             calibration_split: a.calibration_split,
             calibration_images: a.calibration_images,
             max_top1_drop: a.max_top1_drop,
+            int8_classifier: a.int8_classifier,
         },
     };
     let report = quantize_bundle::run(&opts)?;

@@ -75,12 +75,20 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<Graph
         .iter()
         .map(|g| {
             let file = g["file"].as_str().unwrap();
+            let precision = g["precision"].as_str().unwrap();
             let entry = bundle
                 .manifest
                 .graphs
                 .iter()
-                .find(|e| e.file == file)
+                .find(|e| e.file == file && e.precision.name() == precision)
                 .unwrap();
+            // The int8 precision may run an f32 graph (the classifier kept in f32).
+            let integer = entry.precision == Precision::Int8
+                && !bundle
+                    .manifest
+                    .graphs
+                    .iter()
+                    .any(|e| e.file == file && e.precision == Precision::F32);
             let feed = match entry.input {
                 GraphInput::Image => x,
                 GraphInput::Latent => latent.as_slice(),
@@ -96,7 +104,7 @@ pub fn onnx_runtime_vs_tract(dir: &Path, x: &[f32], scratch: &Path) -> Vec<Graph
                 .zip(&out)
                 .map(|(a, b)| (a.as_f64().unwrap() as f32 - b).abs())
                 .fold(0f32, f32::max);
-            let int8 = (entry.precision == Precision::Int8).then(|| {
+            let int8 = integer.then(|| {
                 let bytes = std::fs::read(dir.join(file)).unwrap();
                 let model = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
                 let mut reference = vec![0f32; entry.output_dim];

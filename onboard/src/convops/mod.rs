@@ -17,6 +17,8 @@ mod q8_op;
 mod q8_tests;
 #[cfg(target_arch = "x86_64")]
 mod q8_x86;
+#[cfg(target_arch = "x86_64")]
+mod q8_x86_dw;
 mod quantize_op;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -29,8 +31,8 @@ pub use op::{ConvF32, Kind};
 use parse::ConvNode;
 pub use pointwise_kernel::{has_simd, pointwise, pointwise_portable, Packed, PANEL};
 pub use q8_kernel::{
-    depthwise_q8, depthwise_q8_portable, pointwise_q8, pointwise_q8_portable, DepthwiseQ8,
-    PackedQ8, Requant, GROUP, PANEL_Q8,
+    depthwise_q8, depthwise_q8_paths, depthwise_q8_portable, pointwise_q8, pointwise_q8_portable,
+    DepthwiseFn, DepthwiseQ8, PackedQ8, Requant, GROUP, PANEL_Q8,
 };
 use q8_op::QConvNode;
 pub use q8_op::{ConvQ8, KindQ8};

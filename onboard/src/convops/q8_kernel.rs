@@ -20,6 +20,9 @@ pub const GROUP: usize = 4;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Requant {
     pub(super) scale: Vec<f64>,
+    /// The same scales as f32 (exact: they are f32 values), for the kernels' f32 lanes.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) scale32: Vec<f32>,
     pub(super) zero_point: f64,
 }
 
@@ -48,6 +51,8 @@ impl Requant {
             *s = f64::from(x_scale * w / y_scale);
         }
         Some(Self {
+            #[cfg(target_arch = "x86_64")]
+            scale32: scale.iter().map(|&s| s as f32).collect(),
             scale,
             zero_point: f64::from(y_zero_point),
         })
@@ -274,6 +279,9 @@ pub struct DepthwiseQ8 {
     pub(super) pairs: Vec<i32>,
     pub(super) bias: Vec<i32>,
     pub(super) x_zero_point: i32,
+    /// The same weights for the `vpdpbusd` path (None for a kernel larger than it takes).
+    #[cfg(target_arch = "x86_64")]
+    pub(super) quads: Option<super::q8_x86_dw::Quads>,
 }
 
 impl DepthwiseQ8 {
@@ -298,6 +306,14 @@ impl DepthwiseQ8 {
         }
         Some(Self {
             geometry: *g,
+            #[cfg(target_arch = "x86_64")]
+            quads: super::q8_x86_dw::Quads::new(
+                &taps_major,
+                bias,
+                c,
+                g.kernel,
+                i32::from(x_zero_point),
+            ),
             taps: taps_major,
             pairs,
             bias: bias.to_vec(),
@@ -320,6 +336,15 @@ pub fn depthwise_q8(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> 
     }
     #[cfg(target_arch = "x86_64")]
     {
+        if super::q8_x86::has_vnni() && super::q8_x86_dw::prefers(w) {
+            // SAFETY: AVX-512 F, BW, VL and VNNI are present; lengths checked above; the
+            // path takes this geometry.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_x86_dw::depthwise_vnni(x, w, rq, out)
+            };
+            return true;
+        }
         if super::q8_x86::has_avx512bw() {
             // SAFETY: AVX-512 F and BW are present; lengths checked above.
             #[allow(unsafe_code)]
@@ -437,9 +462,9 @@ fn depthwise_hwc(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
 /// A pointwise kernel path: `(x, w, rq, out) -> lengths matched`.
 #[cfg(test)]
 pub(super) type PointwiseFn = fn(&[u8], &PackedQ8, &Requant, &mut [u8]) -> bool;
-/// A depthwise kernel path.
-#[cfg(test)]
-pub(super) type DepthwiseFn = fn(&[u8], &DepthwiseQ8, &Requant, &mut [u8]) -> bool;
+/// A depthwise kernel path: `(x, weights, requantization, out)`, false when a length does not
+/// match (as [`depthwise_q8`]).
+pub type DepthwiseFn = fn(&[u8], &DepthwiseQ8, &Requant, &mut [u8]) -> bool;
 
 /// Every pointwise path this CPU can run, by name (the dispatched one included).
 #[cfg(test)]
@@ -503,9 +528,9 @@ pub(super) fn pointwise_paths() -> Vec<(&'static str, PointwiseFn)> {
     all
 }
 
-/// Every depthwise path this CPU can run, by name (the dispatched one included).
-#[cfg(test)]
-pub(super) fn depthwise_paths() -> Vec<(&'static str, DepthwiseFn)> {
+/// Every depthwise path this CPU can run, by name (the dispatched one included), for the tests
+/// and benchmarks that compare them.
+pub fn depthwise_q8_paths() -> Vec<(&'static str, DepthwiseFn)> {
     // Only x86-64 has further depthwise paths.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut all: Vec<(&'static str, DepthwiseFn)> = vec![
@@ -539,8 +564,25 @@ pub(super) fn depthwise_paths() -> Vec<(&'static str, DepthwiseFn)> {
         if super::x86::has_avx2_fma() {
             all.push(("avx2", avx2));
         }
+        fn vnni(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            if !depthwise_lengths_match(x, w, rq, out) || !super::q8_x86_dw::takes(w) {
+                // The test geometries this path does not take (stride 3, fewer than 16
+                // channels) are the other paths'.
+                return avx512(x, w, rq, out);
+            }
+            // SAFETY: listed only when the CPU has AVX-512 VNNI; lengths checked above; the
+            // path takes this geometry.
+            #[allow(unsafe_code)]
+            unsafe {
+                super::q8_x86_dw::depthwise_vnni(x, w, rq, out)
+            };
+            true
+        }
         if super::q8_x86::has_avx512bw() {
             all.push(("avx512", avx512));
+        }
+        if super::q8_x86::has_vnni() {
+            all.push(("avx512-vnni", vnni));
         }
     }
     all

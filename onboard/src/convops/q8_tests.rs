@@ -165,31 +165,38 @@ fn pointwise_and_stem_match_the_definition() {
 #[test]
 fn depthwise_matches_the_definition() {
     let mut rng = Rng(5);
-    let kernels = depthwise_paths();
-    // (c, side, kernel, stride, pad_top_left, pad_bottom_right): the backbones' 3x3 and 5x5,
-    // strides 1 and 2, symmetric and asymmetric padding, channel remainders of the 16-block.
-    for (c, side, k, s, pad, pad_end) in [
-        (32, 16, 3, 1, 1, 1),
-        (96, 16, 3, 2, 0, 1),
-        (144, 8, 5, 2, 1, 2),
-        (240, 4, 5, 1, 2, 2),
-        (1152, 2, 3, 1, 1, 1),
-        (21, 7, 3, 2, 1, 1),
-        (3, 5, 5, 1, 2, 2),
-        (48, 6, 2, 1, 0, 1),
-        (16, 9, 7, 1, 3, 3),
+    let kernels = depthwise_q8_paths();
+    // (c, side, kernel, stride, pad_top_left, pad_bottom_right, extra columns): the backbones'
+    // 3x3 and 5x5, strides 1 to 3, symmetric and asymmetric padding, channel remainders of the
+    // 16-block, planes wider than high.
+    for (c, side, k, s, pad, pad_end, extra) in [
+        (32, 16, 3, 1, 1, 1, 0),
+        (96, 16, 3, 2, 0, 1, 0),
+        (144, 8, 5, 2, 1, 2, 0),
+        (240, 4, 5, 1, 2, 2, 0),
+        (1152, 2, 3, 1, 1, 1, 0),
+        (21, 7, 3, 2, 1, 1, 0),
+        (3, 5, 5, 1, 2, 2, 0),
+        (48, 6, 2, 1, 0, 1, 0),
+        (16, 9, 7, 1, 3, 3, 0),
+        (32, 11, 7, 2, 3, 3, 2),
+        (40, 9, 5, 2, 2, 1, 3),
+        (16, 7, 1, 2, 0, 0, 1),
+        (32, 10, 3, 3, 1, 1, 2),
+        (64, 5, 3, 1, 1, 1, 7),
     ] {
         let o = (side + pad + pad_end - k) / s + 1;
+        let ow = (side + extra + pad + pad_end - k) / s + 1;
         let g = Geometry {
             channels: c,
-            input: [side, side],
-            output: [o, o],
+            input: [side, side + extra],
+            output: [o, ow],
             kernel: [k, k],
             stride: s,
             pad: [pad, pad],
         };
         let (xq, ws, yq) = scales(&mut rng, c, k * k);
-        let x = rng.u8s(c * side * side);
+        let x = rng.u8s(c * side * (side + extra));
         let w = rng.i8s(c * k * k);
         let bias: Vec<i32> = (0..c)
             .map(|_| (rng.next() % 2_001) as i32 - 1_000)
@@ -197,17 +204,80 @@ fn depthwise_matches_the_definition() {
         let want = qlinear_conv(&x, &w, &bias, &g, c, c, xq, &ws, yq);
         let rq = Requant::new(xq.0, &ws, yq.0, yq.1, c).expect("valid scales");
         let packed = DepthwiseQ8::new(&w, &bias, &g, xq.1).expect("fits");
-        let xh = hwc(&x, c, side * side);
+        let xh = hwc(&x, c, side * (side + extra));
         for &(name, kernel) in &kernels {
-            let mut out = vec![0xAA; o * o * c];
+            let mut out = vec![0xAA; o * ow * c];
             assert!(kernel(&xh, &packed, &rq, &mut out), "{name}");
             assert_eq!(
                 out,
-                hwc(&want, c, o * o),
-                "{name} c{c} k{k} s{s} p{pad},{pad_end}"
+                hwc(&want, c, o * ow),
+                "{name} c{c} k{k} s{s} p{pad},{pad_end} +{extra}"
             );
             assert!(!kernel(&xh[1..], &packed, &rq, &mut out), "{name}");
             assert!(!kernel(&xh, &packed, &rq, &mut out[1..]), "{name}");
+        }
+    }
+}
+
+/// Inputs a few codes either side of the zero point and small weights, so that most
+/// accumulators land inside the output range.
+fn near(rng: &mut Rng, n: usize, zp: u8) -> Vec<u8> {
+    (0..n).map(|_| zp - 10 + (rng.next() % 21) as u8).collect()
+}
+
+#[test]
+fn every_path_rounds_exact_halves_to_even() {
+    // Scale 1 * 0.5 / 1: every odd accumulator lands exactly on a half; 0.25 adds the quarters.
+    // With 0.5 + 2^-24 the exact value lies just past the half while its f32 rounding falls on
+    // it: the case the paths that round in f32 lanes must hand to the exact f64 lanes.
+    let mut rng = Rng(3);
+    for w_scale in [0.5f32, 0.25, 0.5 + f32::EPSILON / 2.0] {
+        let (c, side, zp, y_zp) = (48, 9, 128u8, 100u8);
+        let x = near(&mut rng, c * side * side, zp);
+        let bias: Vec<i32> = (0..c).map(|_| (rng.next() % 41) as i32 - 20).collect();
+        // Depthwise, 3x3 and 5x5, strides 1 and 2.
+        for (k, s) in [(3, 1), (5, 2)] {
+            let (pad, o) = (k / 2, (side + 2 * (k / 2) - k) / s + 1);
+            let g = Geometry {
+                channels: c,
+                input: [side, side],
+                output: [o, o],
+                kernel: [k, k],
+                stride: s,
+                pad: [pad, pad],
+            };
+            let w: Vec<i8> = (0..c * k * k).map(|_| (rng.next() % 7) as i8 - 3).collect();
+            let ws = vec![w_scale; c];
+            let want = qlinear_conv(&x, &w, &bias, &g, c, c, (1.0, zp), &ws, (1.0, y_zp));
+            let rq = Requant::new(1.0, &ws, 1.0, y_zp, c).expect("valid scales");
+            let packed = DepthwiseQ8::new(&w, &bias, &g, zp).expect("fits");
+            let xh = hwc(&x, c, side * side);
+            for (name, kernel) in depthwise_q8_paths() {
+                let mut out = vec![0xAA; o * o * c];
+                assert!(kernel(&xh, &packed, &rq, &mut out), "{name}");
+                assert_eq!(out, hwc(&want, c, o * o), "{name} k{k} s{s} x{w_scale}");
+            }
+        }
+        // 1x1, every pixel and panel remainder of the tiles.
+        let co = 40;
+        let g = Geometry {
+            channels: c,
+            input: [side, side],
+            output: [side, side],
+            kernel: [1, 1],
+            stride: 1,
+            pad: [0, 0],
+        };
+        let w: Vec<i8> = (0..co * c).map(|_| (rng.next() % 3) as i8 - 1).collect();
+        let ws = vec![w_scale; co];
+        let want = qlinear_conv(&x, &w, &bias[..co], &g, co, 1, (1.0, zp), &ws, (1.0, y_zp));
+        let rq = Requant::new(1.0, &ws, 1.0, y_zp, co).expect("valid scales");
+        let packed = PackedQ8::new(&w, &bias[..co], co, c, zp).expect("fits");
+        let xh = hwc(&x, c, side * side);
+        for (name, kernel) in pointwise_paths() {
+            let mut out = vec![0xAA; side * side * co];
+            assert!(kernel(&xh, &packed, &rq, &mut out), "{name}");
+            assert_eq!(out, hwc(&want, co, side * side), "{name} 1x1 x{w_scale}");
         }
     }
 }

@@ -41,7 +41,9 @@ pub unsafe fn gemm_vnni(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
             panel: w.panel(p).as_ptr(),
             bias: w.bias[col..].as_ptr(),
             scale: rq.scale[col..].as_ptr(),
+            scale32: rq.scale32[col..].as_ptr(),
             zero_point: _mm512_set1_pd(rq.zero_point),
+            zero_point32: rq.zero_point as f32,
             out: out[col..].as_mut_ptr(),
             co,
             mask: [mask, mask_hi],
@@ -81,7 +83,9 @@ struct Tile {
     panel: *const i8,
     bias: *const i32,
     scale: *const f64,
+    scale32: *const f32,
     zero_point: __m512d,
+    zero_point32: f32,
     out: *mut u8,
     co: usize,
     mask: [__mmask16; 2],
@@ -126,10 +130,21 @@ impl Tile {
                 }
             }
             let s = [0, 8, 16, 24].map(|i| _mm512_loadu_pd(self.scale.add(i)));
+            let exact = |lo: usize| F64Scales {
+                lo: s[lo],
+                hi: s[lo + 1],
+                zero_point: self.zero_point,
+            };
+            let (e0, e1) = (exact(0), exact(2));
+            let (s0, s1) = (
+                _mm512_loadu_ps(self.scale32),
+                _mm512_loadu_ps(self.scale32.add(16)),
+            );
+            let zp32 = _mm512_set1_ps(self.zero_point32);
             for r in 0..R {
                 let o = self.out.add((p0 + r) * self.co);
-                let c0 = codes(a0[r], s[0], s[1], self.zero_point);
-                let c1 = codes(a1[r], s[2], s[3], self.zero_point);
+                let c0 = codes_f32(a0[r], s0, zp32, &e0);
+                let c1 = codes_f32(a1[r], s1, zp32, &e1);
                 // Whole 16-byte halves with plain stores (masked stores are slower).
                 if self.mask[0] == u16::MAX {
                     _mm_storeu_si128(o.cast(), c0);
@@ -151,7 +166,7 @@ impl Tile {
 /// and `s_hi` hold the scales of lanes 0..8 and 8..16.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn codes(acc: __m512i, s_lo: __m512d, s_hi: __m512d, zero_point: __m512d) -> __m128i {
+pub(super) fn codes(acc: __m512i, s_lo: __m512d, s_hi: __m512d, zero_point: __m512d) -> __m128i {
     let (lo, hi) = (
         _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc)),
         _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc)),
@@ -169,6 +184,38 @@ fn codes(acc: __m512i, s_lo: __m512d, s_hi: __m512d, zero_point: __m512d) -> __m
     };
     let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q(lo, s_lo)), q(hi, s_hi));
     _mm512_cvtepi32_epi8(_mm512_max_epi32(both, _mm512_setzero_si512()))
+}
+
+/// How close to a half an f32 lane of [`codes_f32`] may come before the block takes the exact
+/// path: the f32 value differs from the exact `acc * scale + zp` by at most 3 roundings of
+/// 2^-24 relative, under 1e-4 for values that can round into 0..=255, so 2^-12 leaves a margin
+/// of more than 2.
+const NEAR_HALF: f32 = 1.0 / 4096.0;
+
+/// [`codes`] on 16 f32 lanes (`s32`: the scales as f32, exact as they are f32 values; `zp32`:
+/// the zero point): `acc * s32 + zp32` rounded half to even and clamped. Where no lane lies
+/// within [`NEAR_HALF`] of a half, that is the definition's code (the f32 and the exact values
+/// round the same way); otherwise the block goes through [`codes`]' f64 lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn codes_f32(acc: __m512i, s32: __m512, zp32: __m512, exact: &F64Scales) -> __m128i {
+    let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s32, zp32);
+    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+    let off = _mm512_abs_ps(_mm512_sub_ps(v, r));
+    // NaN cannot occur (finite scales, accumulators below 2^31).
+    if _mm512_cmp_ps_mask::<_CMP_GT_OQ>(off, _mm512_set1_ps(0.5 - NEAR_HALF)) != 0 {
+        return codes(acc, exact.lo, exact.hi, exact.zero_point);
+    }
+    let c = _mm512_min_ps(_mm512_max_ps(r, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
+    // `c` holds integers: the conversion is exact whatever its rounding mode.
+    _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(c))
+}
+
+/// The f64 operands of [`codes`] for one block of 16 channels.
+pub(super) struct F64Scales {
+    pub(super) lo: __m512d,
+    pub(super) hi: __m512d,
+    pub(super) zero_point: __m512d,
 }
 
 /// Whether [`depthwise_avx512`] can run on this CPU.
@@ -213,6 +260,8 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
         pairs: w.pairs.as_ptr(),
         bias: w.bias.as_ptr(),
         scale: rq.scale.as_ptr(),
+        scale32: rq.scale32.as_ptr(),
+        zp32f: _mm512_set1_ps(rq.zero_point as f32),
         zp32: _mm512_set1_epi32(w.x_zero_point),
         zp16: _mm512_set1_epi16(w.x_zero_point as i16),
         zero_point: _mm512_set1_pd(rq.zero_point),
@@ -246,11 +295,12 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
                         }
                         acc
                     };
-                    let (s_lo, s_hi) = (
-                        _mm512_loadu_pd(k.scale.add(ch)),
-                        _mm512_loadu_pd(k.scale.add(ch + 8)),
-                    );
-                    let v = codes(acc, s_lo, s_hi, k.zero_point);
+                    let exact = F64Scales {
+                        lo: _mm512_loadu_pd(k.scale.add(ch)),
+                        hi: _mm512_loadu_pd(k.scale.add(ch + 8)),
+                        zero_point: k.zero_point,
+                    };
+                    let v = codes_f32(acc, _mm512_loadu_ps(k.scale32.add(ch)), k.zp32f, &exact);
                     _mm_storeu_si128(o.add(ch).cast(), v);
                 }
             }
@@ -270,6 +320,8 @@ struct Kernel {
     pairs: *const i32,
     bias: *const i32,
     scale: *const f64,
+    scale32: *const f32,
+    zp32f: __m512,
     zp32: __m512i,
     zp16: __m512i,
     zero_point: __m512d,

@@ -15,34 +15,69 @@ pub fn patches(x: &[f32], g: &Geometry, rows: &mut Vec<f32>) -> bool {
 /// [`patches`] for any element type, with `pad` outside the plane (for u8 activations, their
 /// zero point: the code of the real value 0).
 pub fn patches_padded<T: Copy>(x: &[T], g: &Geometry, pad: T, rows: &mut Vec<T>) -> bool {
+    let len = g.kernel[0] * g.kernel[1] * g.channels;
+    patches_strided(x, g, pad, len, rows)
+}
+
+/// [`patches_padded`] into rows of `row_len >= kh * kw * ci` values, the values past a patch
+/// set to `pad` (so a kernel can read whole groups of four; the weights there are 0). False also
+/// when `row_len` is shorter than a patch.
+pub fn patches_strided<T: Copy>(
+    x: &[T],
+    g: &Geometry,
+    pad: T,
+    row_len: usize,
+    rows: &mut Vec<T>,
+) -> bool {
     let (ci, [h, w], [ho, wo], [kh, kw], s, [pt, pl]) =
         (g.channels, g.input, g.output, g.kernel, g.stride, g.pad);
-    if x.len() != h * w * ci || s == 0 {
+    if x.len() != h * w * ci || s == 0 || row_len < kh * kw * ci {
         return false;
     }
-    let len = kh * kw * ci;
     rows.clear();
-    rows.resize(ho * wo * len, pad);
-    for (p, row) in rows.chunks_exact_mut(len.max(1)).enumerate() {
-        let (y, xo) = (p / wo, p % wo);
-        // Window columns inside the plane: one contiguous run per window row.
-        let kx0 = pl.saturating_sub(xo * s);
-        let kx1 = kw.min((w + pl).saturating_sub(xo * s)).max(kx0);
-        let run = (kx1 - kx0) * ci;
-        if run == 0 {
-            continue;
-        }
-        for ky in 0..kh {
-            let iy = y * s + ky;
-            if iy < pt || iy - pt >= h {
+    rows.resize(ho * wo * row_len, pad);
+    if row_len == 0 || wo == 0 {
+        return true;
+    }
+    for (y, out_row) in rows.chunks_exact_mut(wo * row_len).enumerate() {
+        // Window rows inside the plane.
+        let ky0 = pt.saturating_sub(y * s);
+        let ky1 = kh.min((h + pt).saturating_sub(y * s)).max(ky0);
+        for (xo, row) in out_row.chunks_exact_mut(row_len).enumerate() {
+            // Window columns inside the plane: one contiguous run per window row.
+            let kx0 = pl.saturating_sub(xo * s);
+            let kx1 = kw.min((w + pl).saturating_sub(xo * s)).max(kx0);
+            let run = (kx1 - kx0) * ci;
+            if run == 0 {
                 continue;
             }
-            let from = ((iy - pt) * w + xo * s + kx0 - pl) * ci;
-            let to = (ky * kw + kx0) * ci;
-            row[to..to + run].copy_from_slice(&x[from..from + run]);
+            for ky in ky0..ky1 {
+                let from = ((y * s + ky - pt) * w + xo * s + kx0 - pl) * ci;
+                let to = (ky * kw + kx0) * ci;
+                copy_run(&mut row[to..to + run], &x[from..from + run]);
+            }
         }
     }
     true
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of a patch (the stem's are 9 values): up to 16
+/// values as two overlapping copies of a fixed length, which compile to plain moves instead of
+/// a call.
+#[inline]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    match n {
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..n]);
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..n]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
 }
 
 std::thread_local! {
@@ -75,6 +110,29 @@ pub fn patch_order<T: Copy + Default>(w: &[T], ci: usize, taps: usize) -> Vec<T>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_rows_are_the_patches_then_the_pad() {
+        // The stem's shape: patches of 27 in rows of 28.
+        let g = Geometry {
+            channels: 3,
+            input: [5, 5],
+            output: [3, 3],
+            kernel: [3, 3],
+            stride: 2,
+            pad: [1, 1],
+        };
+        let x: Vec<u8> = (0..75).collect();
+        let (mut plain, mut strided) = (Vec::new(), Vec::new());
+        assert!(patches_padded(&x, &g, 200, &mut plain));
+        assert!(patches_strided(&x, &g, 200, 28, &mut strided));
+        assert_eq!(strided.len(), 9 * 28);
+        for (row, patch) in strided.chunks_exact(28).zip(plain.chunks_exact(27)) {
+            assert_eq!(&row[..27], patch);
+            assert_eq!(row[27], 200);
+        }
+        assert!(!patches_strided(&x, &g, 200, 26, &mut strided));
+    }
 
     #[test]
     fn patches_through_the_pointwise_kernel_match_the_definition() {

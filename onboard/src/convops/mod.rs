@@ -26,7 +26,7 @@ mod x86;
 pub use depthwise_kernel::{
     depthwise_hwc, depthwise_hwc_portable, taps_major, transpose, Clamp, Geometry,
 };
-pub use im2col::{im2col, patch_order, patches, patches_padded};
+pub use im2col::{im2col, patch_order, patches, patches_padded, patches_strided};
 pub use op::{ConvF32, Kind};
 use parse::ConvNode;
 pub use pointwise_kernel::{has_simd, pointwise, pointwise_portable, Packed, PANEL};

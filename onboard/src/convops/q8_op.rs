@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
 
-use super::im2col::{patch_order, patches_padded};
+use super::im2col::{patch_order, patches_strided};
 use super::parse::ConvShape;
 use super::pool::OutputPool;
-use super::q8_kernel::{depthwise_q8, pointwise_q8, DepthwiseQ8, PackedQ8, Requant};
+use super::q8_kernel::{depthwise_q8, pointwise_q8, DepthwiseQ8, PackedQ8, Requant, GROUP};
 
 /// A `QLinearConv` of a [`ConvShape`]: u8 input, i8 weights with zero point 0, i32 bias,
 /// constant scales and zero points.
@@ -117,11 +117,12 @@ pub enum KindQ8 {
     Depthwise(Arc<DepthwiseQ8>),
     /// [`pointwise_q8`]: a 1x1 convolution, one group.
     Pointwise(Arc<PackedQ8>),
-    /// [`patches_padded`] then [`pointwise_q8`]: any other one-group convolution.
+    /// [`patches_strided`] (rows padded to whole groups of four) then [`pointwise_q8`]: any
+    /// other one-group convolution.
     Im2col {
         /// Shape of the convolution (`channels` = input channels).
         geometry: super::Geometry,
-        /// Weights `[co, kh, kw, ci]`, packed.
+        /// Weights `[co, kh, kw, ci]` with zeros up to the padded row length, packed.
         weights: Arc<PackedQ8>,
     },
 }
@@ -182,9 +183,19 @@ impl ConvQ8 {
         } else {
             let taps = s.kernel[0] * s.kernel[1];
             let w = patch_order(&conv.weights, s.ci, taps);
+            // Patch rows padded to whole groups of four (weight 0 past the patch), so the 1x1
+            // kernel reads no partial group (the stem: 27 -> 28).
+            let (k, row_len) = (s.ci * taps, (s.ci * taps).div_ceil(GROUP) * GROUP);
+            let mut padded = vec![0i8; s.co * row_len];
+            for (d, from) in padded
+                .chunks_exact_mut(row_len)
+                .zip(w.chunks_exact(k.max(1)))
+            {
+                d[..k].copy_from_slice(from);
+            }
             KindQ8::Im2col {
                 geometry: s.geometry(),
-                weights: Arc::new(PackedQ8::new(&w, &conv.bias, s.co, s.ci * taps, zp)?),
+                weights: Arc::new(PackedQ8::new(&padded, &conv.bias, s.co, row_len, zp)?),
             }
         };
         Some(Self {
@@ -218,7 +229,7 @@ impl ConvQ8 {
             KindQ8::Pointwise(w) => pointwise_q8(x, w, &self.requant, out),
             KindQ8::Im2col { geometry, weights } => ROWS.with(|rows| {
                 let rows = &mut rows.borrow_mut();
-                patches_padded(x, geometry, self.x_zero_point, rows)
+                patches_strided(x, geometry, self.x_zero_point, weights.k, rows)
                     && pointwise_q8(rows, weights, &self.requant, out)
             }),
         }

@@ -6,6 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use onboard::convops::{depthwise_q8_paths, DepthwiseQ8, Geometry, Requant};
+use triage_benches::codes;
 
 /// `(channels, input side, kernel, stride, padding top-left, padding bottom-right)` of each
 /// distinct depthwise layer (TensorFlow "same" padding, as the exported graphs have it).
@@ -23,14 +24,6 @@ const LAYERS: [(usize, usize, usize, usize, usize, usize); 12] = [
     (1152, 4, 5, 1, 2, 2),
     (1152, 4, 3, 1, 1, 1),
 ];
-
-/// `n` codes spread over the whole range, from `seed`.
-fn codes(n: usize, seed: u64) -> Vec<u8> {
-    triage_benches::synthetic(n, seed)
-        .iter()
-        .map(|v| (v * 127.0 + 128.0) as u8)
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("depthwise_q8");

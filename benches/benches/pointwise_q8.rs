@@ -5,6 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use onboard::convops::{pointwise_q8, pointwise_q8_portable, PackedQ8, Requant};
+use triage_benches::codes;
 
 /// `(pixels, ci, co)` of each distinct 1x1 layer (the stem's patch rows included: 4096 x 27).
 const LAYERS: [(usize, usize, usize); 15] = [
@@ -24,14 +25,6 @@ const LAYERS: [(usize, usize, usize); 15] = [
     (16, 1152, 192),
     (16, 320, 1280),
 ];
-
-/// `n` codes spread over the whole range, from `seed`.
-fn codes(n: usize, seed: u64) -> Vec<u8> {
-    triage_benches::synthetic(n, seed)
-        .iter()
-        .map(|v| (v * 127.0 + 128.0) as u8)
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pointwise_q8");

@@ -298,11 +298,9 @@ pub fn run(opts: &QuantizeOptions) -> anyhow::Result<QuantizeReport> {
             });
             None
         };
-        let mut quantized = vec![(Precision::Int8Weights, quantize::weights_only(&model))];
-        if let Some(ranges) = &ranges {
-            quantized.insert(0, (Precision::Int8, quantize::integer(&model, ranges)));
-        }
-        for (precision, q) in quantized {
+        let integer_graph = ranges.map(|r| (Precision::Int8, quantize::integer(&model, &r)));
+        let weights_graph = (Precision::Int8Weights, quantize::weights_only(&model));
+        for (precision, q) in integer_graph.into_iter().chain([weights_graph]) {
             let q = q.with_context(|| format!("{}: quantizing to {precision}", path.display()))?;
             let bytes = q.encode_to_vec();
             let stem = f32_entry

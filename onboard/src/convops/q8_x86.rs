@@ -40,10 +40,9 @@ pub unsafe fn gemm_vnni(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
             k,
             panel: w.panel(p).as_ptr(),
             bias: w.bias[col..].as_ptr(),
-            scale: rq.scale[col..].as_ptr(),
-            scale32: rq.scale32[col..].as_ptr(),
-            zero_point: _mm512_set1_pd(rq.zero_point),
-            zero_point32: rq.zero_point as f32,
+            // SAFETY: the scales are padded to whole panels: col + 32 <= their length.
+            scales: unsafe { [Scales16::load(rq, col), Scales16::load(rq, col + 16)] },
+            zero_point: ZeroPoint::new(rq),
             out: out[col..].as_mut_ptr(),
             co,
             mask: [mask, mask_hi],
@@ -82,10 +81,8 @@ struct Tile {
     k: usize,
     panel: *const i8,
     bias: *const i32,
-    scale: *const f64,
-    scale32: *const f32,
-    zero_point: __m512d,
-    zero_point32: f32,
+    scales: [Scales16; 2],
+    zero_point: ZeroPoint,
     out: *mut u8,
     co: usize,
     mask: [__mmask16; 2],
@@ -129,22 +126,10 @@ impl Tile {
                     a1[r] = _mm512_dpbusd_epi32(a1[r], xv, w1);
                 }
             }
-            let s = [0, 8, 16, 24].map(|i| _mm512_loadu_pd(self.scale.add(i)));
-            let exact = |lo: usize| F64Scales {
-                lo: s[lo],
-                hi: s[lo + 1],
-                zero_point: self.zero_point,
-            };
-            let (e0, e1) = (exact(0), exact(2));
-            let (s0, s1) = (
-                _mm512_loadu_ps(self.scale32),
-                _mm512_loadu_ps(self.scale32.add(16)),
-            );
-            let zp32 = _mm512_set1_ps(self.zero_point32);
             for r in 0..R {
                 let o = self.out.add((p0 + r) * self.co);
-                let c0 = codes_f32(a0[r], s0, zp32, &e0);
-                let c1 = codes_f32(a1[r], s1, zp32, &e1);
+                let c0 = codes_f32(a0[r], &self.scales[0], &self.zero_point);
+                let c1 = codes_f32(a1[r], &self.scales[1], &self.zero_point);
                 // Whole 16-byte halves with plain stores (masked stores are slower).
                 if self.mask[0] == u16::MAX {
                     _mm_storeu_si128(o.cast(), c0);
@@ -192,30 +177,71 @@ pub(super) fn codes(acc: __m512i, s_lo: __m512d, s_hi: __m512d, zero_point: __m5
 /// of more than 2.
 const NEAR_HALF: f32 = 1.0 / 4096.0;
 
-/// [`codes`] on 16 f32 lanes (`s32`: the scales as f32, exact as they are f32 values; `zp32`:
-/// the zero point): `acc * s32 + zp32` rounded half to even and clamped. Where no lane lies
-/// within [`NEAR_HALF`] of a half, that is the definition's code (the f32 and the exact values
-/// round the same way); otherwise the block goes through [`codes`]' f64 lanes.
+/// [`codes`] on 16 f32 lanes: `acc * scale + zero_point` rounded half to even and clamped.
+/// Where no lane lies within [`NEAR_HALF`] of a half, that is the definition's code (the f32
+/// and the exact values round the same way); otherwise the block goes through [`codes`]' f64
+/// lanes.
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(super) fn codes_f32(acc: __m512i, s32: __m512, zp32: __m512, exact: &F64Scales) -> __m128i {
-    let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s32, zp32);
+pub(super) fn codes_f32(acc: __m512i, scale: &Scales16, zero_point: &ZeroPoint) -> __m128i {
+    let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale.f32, zero_point.f32);
     let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
     let off = _mm512_abs_ps(_mm512_sub_ps(v, r));
     // NaN cannot occur (finite scales, accumulators below 2^31).
     if _mm512_cmp_ps_mask::<_CMP_GT_OQ>(off, _mm512_set1_ps(0.5 - NEAR_HALF)) != 0 {
-        return codes(acc, exact.lo, exact.hi, exact.zero_point);
+        return codes(acc, scale.lo, scale.hi, zero_point.f64);
     }
     let c = _mm512_min_ps(_mm512_max_ps(r, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
     // `c` holds integers: the conversion is exact whatever its rounding mode.
     _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(c))
 }
 
-/// The f64 operands of [`codes`] for one block of 16 channels.
-pub(super) struct F64Scales {
-    pub(super) lo: __m512d,
-    pub(super) hi: __m512d,
-    pub(super) zero_point: __m512d,
+/// The requantization scales of 16 consecutive channels: as f32 lanes for [`codes_f32`] (exact:
+/// they are f32 values) and as f64 lanes (channels 0..8 and 8..16) for [`codes`].
+#[derive(Clone, Copy)]
+pub(super) struct Scales16 {
+    f32: __m512,
+    lo: __m512d,
+    hi: __m512d,
+}
+
+impl Scales16 {
+    /// Channels `at..at + 16` of `rq`.
+    ///
+    /// # Safety
+    /// `at + 16 <= rq.scale.len()` (the scales are padded to whole panels of [`PANEL_Q8`]).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn load(rq: &Requant, at: usize) -> Self {
+        debug_assert!(at + 16 <= rq.scale.len());
+        // SAFETY: the caller's guarantee; `scale32` has the length of `scale`.
+        unsafe {
+            Self {
+                f32: _mm512_loadu_ps(rq.scale32.as_ptr().add(at)),
+                lo: _mm512_loadu_pd(rq.scale.as_ptr().add(at)),
+                hi: _mm512_loadu_pd(rq.scale.as_ptr().add(at + 8)),
+            }
+        }
+    }
+}
+
+/// A layer's output zero point in f32 lanes (for [`codes_f32`]) and f64 lanes (for [`codes`]).
+#[derive(Clone, Copy)]
+pub(super) struct ZeroPoint {
+    f32: __m512,
+    f64: __m512d,
+}
+
+impl ZeroPoint {
+    /// `rq`'s output zero point (an integer 0..=255: exact in both).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn new(rq: &Requant) -> Self {
+        Self {
+            f32: _mm512_set1_ps(rq.zero_point as f32),
+            f64: _mm512_set1_pd(rq.zero_point),
+        }
+    }
 }
 
 /// Whether [`depthwise_avx512`] can run on this CPU.
@@ -259,13 +285,10 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
         taps: w.taps.as_ptr(),
         pairs: w.pairs.as_ptr(),
         bias: w.bias.as_ptr(),
-        scale: rq.scale.as_ptr(),
-        scale32: rq.scale32.as_ptr(),
-        zp32f: _mm512_set1_ps(rq.zero_point as f32),
         zp32: _mm512_set1_epi32(w.x_zero_point),
         zp16: _mm512_set1_epi16(w.x_zero_point as i16),
-        zero_point: _mm512_set1_pd(rq.zero_point),
     };
+    let zero_point = ZeroPoint::new(rq);
     for y in 0..ho {
         let (ky0, ky1) = taps(y, pt, h, kh);
         for xo in 0..wo {
@@ -295,12 +318,7 @@ pub unsafe fn depthwise_avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mu
                         }
                         acc
                     };
-                    let exact = F64Scales {
-                        lo: _mm512_loadu_pd(k.scale.add(ch)),
-                        hi: _mm512_loadu_pd(k.scale.add(ch + 8)),
-                        zero_point: k.zero_point,
-                    };
-                    let v = codes_f32(acc, _mm512_loadu_ps(k.scale32.add(ch)), k.zp32f, &exact);
+                    let v = codes_f32(acc, &Scales16::load(rq, ch), &zero_point);
                     _mm_storeu_si128(o.add(ch).cast(), v);
                 }
             }
@@ -319,12 +337,8 @@ struct Kernel {
     taps: *const i32,
     pairs: *const i32,
     bias: *const i32,
-    scale: *const f64,
-    scale32: *const f32,
-    zp32f: __m512,
     zp32: __m512i,
     zp16: __m512i,
-    zero_point: __m512d,
 }
 
 impl Kernel {

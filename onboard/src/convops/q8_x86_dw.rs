@@ -12,8 +12,9 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::depthwise_kernel::tap_range;
 use super::q8_kernel::{channel_acc, DepthwiseQ8, Requant};
-use super::q8_x86::{codes_f32, F64Scales};
+use super::q8_x86::{codes_f32, Scales16, ZeroPoint};
 
 /// Most taps a kernel row may have on this path (two quads).
 const MAX_KW: usize = 8;
@@ -115,17 +116,15 @@ pub unsafe fn depthwise_vnni(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut 
             // SAFETY: every quad column read, xo + 4 * k / s < cols, is inside its row;
             // channels ch + 16 <= c.
             unsafe { output_row(&rows[..kh], q, rq, [c, wo, quads, s], o) };
-            for xo in 0..wo {
-                let taps = |o: usize, pad: usize, len: usize, k: usize| {
-                    super::depthwise_kernel::tap_range(o, s, pad, len, k)
-                };
-                let (kx, ky) = (
-                    taps(xo, g.pad[1], g.input[1], kw),
-                    taps(y, g.pad[0], g.input[0], kh),
-                );
-                for ch in c / 16 * 16..c {
-                    let acc = channel_acc(x, w, [y, xo], ch, [ky.0, ky.1], [kx.0, kx.1]);
-                    o[xo * c + ch] = rq.code(acc, ch);
+            // Channels past the last whole 16 (none in the backbones), by the definition.
+            if c % 16 != 0 {
+                let ky = tap_range(y, s, g.pad[0], g.input[0], kh);
+                for xo in 0..wo {
+                    let kx = tap_range(xo, s, g.pad[1], g.input[1], kw);
+                    for ch in c / 16 * 16..c {
+                        let acc = channel_acc(x, w, [y, xo], ch, [ky.0, ky.1], [kx.0, kx.1]);
+                        o[xo * c + ch] = rq.code(acc, ch);
+                    }
                 }
             }
         }
@@ -208,7 +207,7 @@ unsafe fn output_row(
     [c, wo, quads, s]: [usize; 4],
     o: &mut [u8],
 ) {
-    let zero_point = _mm512_set1_pd(rq.zero_point);
+    let zero_point = ZeroPoint::new(rq);
     let n = rows.len() * quads;
     for ch in (0..c / 16 * 16).step_by(16) {
         // SAFETY: weights `[kh, quads, c, 4]`, bias and scales `[c]`: indices below their
@@ -226,21 +225,10 @@ unsafe fn output_row(
                 );
                 *from = rows[ky].add((4 * k / s * c + ch) * 4);
             }
-            let bias = _mm512_loadu_si512(q.bias_zp.as_ptr().add(ch).cast());
-            let (s_lo, s_hi) = (
-                _mm512_loadu_pd(rq.scale.as_ptr().add(ch)),
-                _mm512_loadu_pd(rq.scale.as_ptr().add(ch + 8)),
-            );
-            let s32 = _mm512_loadu_ps(rq.scale32.as_ptr().add(ch));
             let regs = Regs {
-                bias,
-                s32,
-                zp32: _mm512_set1_ps(rq.zero_point as f32),
-                exact: F64Scales {
-                    lo: s_lo,
-                    hi: s_hi,
-                    zero_point,
-                },
+                bias: _mm512_loadu_si512(q.bias_zp.as_ptr().add(ch).cast()),
+                scale: Scales16::load(rq, ch),
+                zero_point,
             };
             let dst = o.as_mut_ptr().add(ch);
             let step = c * 4;
@@ -258,9 +246,8 @@ unsafe fn output_row(
 /// and the requantization's scales and zero point, in f32 and f64 lanes.
 struct Regs {
     bias: __m512i,
-    s32: __m512,
-    zp32: __m512,
-    exact: F64Scales,
+    scale: Scales16,
+    zero_point: ZeroPoint,
 }
 
 /// `wo` output pixels of one 16-channel block, `N` quads per pixel: pixel `xo` reads quad
@@ -286,7 +273,7 @@ unsafe fn pixels<const N: usize>(
             let v = unsafe { _mm512_loadu_si512(from[i].add(xo * step).cast()) };
             acc = _mm512_dpbusd_epi32(acc, v, wv[i]);
         }
-        let v = codes_f32(acc, r.s32, r.zp32, &r.exact);
+        let v = codes_f32(acc, &r.scale, &r.zero_point);
         // SAFETY: the caller's guarantees.
         unsafe { _mm_storeu_si128(dst.add(xo * c).cast(), v) };
     }
@@ -311,7 +298,7 @@ unsafe fn pixels_any(
             let v = unsafe { _mm512_loadu_si512(f.add(xo * step).cast()) };
             acc = _mm512_dpbusd_epi32(acc, v, w);
         }
-        let v = codes_f32(acc, r.s32, r.zp32, &r.exact);
+        let v = codes_f32(acc, &r.scale, &r.zero_point);
         // SAFETY: the caller's guarantees.
         unsafe { _mm_storeu_si128(dst.add(xo * c).cast(), v) };
     }

@@ -67,6 +67,11 @@ fn own_integer_kernels_track_tracts_on_the_default_int8_encoder() {
     assert_eq!(theirs.replaced().int8, 0);
     // The input image and the residual stream after each of the 9 skip connections.
     assert_eq!(own.replaced().quantize, 10);
+    // Those 9 adds run fused with their dequantizations (and, where the sum feeds nothing
+    // else, its quantization); the input's quantization with its move to channels-last.
+    assert_eq!(own.replaced().residual, 9);
+    assert_eq!(own.replaced().quantize_channels_last, 1);
+    assert_eq!(theirs.replaced().residual, 0);
     let dim = bundle.manifest.latent_dim;
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()

@@ -4,6 +4,8 @@
 //! around them to channels-last.
 
 mod depthwise_kernel;
+#[cfg(test)]
+mod fusion_tests;
 mod im2col;
 mod op;
 mod parse;
@@ -20,6 +22,7 @@ mod q8_x86;
 #[cfg(target_arch = "x86_64")]
 mod q8_x86_dw;
 mod quantize_op;
+mod residual_op;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -36,7 +39,8 @@ pub use q8_kernel::{
 };
 use q8_op::QConvNode;
 pub use q8_op::{ConvQ8, KindQ8};
-pub use quantize_op::{quantize_u8, QuantizeU8};
+pub use quantize_op::{quantize_channels_last, quantize_u8, QuantizeChannelsLast, QuantizeU8};
+pub use residual_op::{Operand, ResidualAdd};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch, TypedOp};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -71,6 +75,11 @@ pub struct Replaced {
     pub int8: usize,
     /// f32 -> u8 quantizations ([`QuantizeU8`]).
     pub quantize: usize,
+    /// Skip connections' dequantize-add(-quantize) chains fused into one op ([`ResidualAdd`]).
+    pub residual: usize,
+    /// Quantizations fused with the move of their output's channels last
+    /// ([`QuantizeChannelsLast`]).
+    pub quantize_channels_last: usize,
     /// `Max` / `Min` nodes folded into a replacement's clamp.
     pub clamps: usize,
 }
@@ -79,7 +88,25 @@ pub struct Replaced {
 /// tract's declutter turns 1x1 convolutions into matrix products), moving channels-first inputs
 /// to channels-last and back around each, declutters so that those moves cancel between
 /// neighbouring ops, and folds the clamps that follow each replacement ([`fuse_clamps`]).
-pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(TypedModel, Replaced)> {
+pub fn substitute(model: TypedModel, kernels: Kernels) -> TractResult<(TypedModel, Replaced)> {
+    let (model, mut replaced) = substitute_convolutions(model, kernels)?;
+    if !kernels.int8 {
+        return Ok((model, replaced));
+    }
+    let (model, residual) = fuse_residuals(model)?;
+    let (model, moved) = fuse_channels_last_quantize(model)?;
+    replaced.residual = residual;
+    replaced.quantize_channels_last = moved;
+    Ok((model, replaced))
+}
+
+/// [`substitute`] without the int8 graphs' fusions ([`fuse_residuals`],
+/// [`fuse_channels_last_quantize`]): the replaced convolutions and quantizations, the moves
+/// around them, decluttered, clamps folded.
+pub(crate) fn substitute_convolutions(
+    mut model: TypedModel,
+    kernels: Kernels,
+) -> TractResult<(TypedModel, Replaced)> {
     let mut replaced = Replaced::default();
     let dense = kernels.dense && has_simd();
     // Fold the casts and reshapes that stand between the ONNX initializers and the convolutions.
@@ -150,6 +177,52 @@ pub fn substitute(mut model: TypedModel, kernels: Kernels) -> TractResult<(Typed
     let (model, clamps) = fuse_clamps(model.into_decluttered()?)?;
     replaced.clamps = clamps;
     Ok((model, replaced))
+}
+
+/// Replaces every skip connection's `DequantizeLinearF32` -> `Add` (-> [`QuantizeU8`]) chain
+/// with one [`ResidualAdd`] (same values, bit for bit); returns the model and how many.
+pub fn fuse_residuals(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
+    let mut fused = 0;
+    while let Some((id, fusion)) = first_fusion(&model, residual_op::ResidualAdd::parse)? {
+        let mut patch = TypedModelPatch::default();
+        let a = patch.tap_model(&model, fusion.inputs[0])?;
+        let b = patch.tap_model(&model, fusion.inputs[1])?;
+        let y = patch.wire_node(&model.node(id).name, fusion.op, &[a, b])?[0];
+        patch.shunt_outside(&model, fusion.replaces, y)?;
+        patch.apply(&mut model)?;
+        model = model.into_compact()?;
+        fused += 1;
+    }
+    Ok((model, fused))
+}
+
+/// Replaces a [`QuantizeU8`] followed by the move of its output's channels last (the int8
+/// encoders' image input) with one [`QuantizeChannelsLast`]; returns the model and how many.
+pub fn fuse_channels_last_quantize(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
+    let mut fused = 0;
+    while let Some((id, (op, moved))) = first_fusion(&model, QuantizeChannelsLast::parse)? {
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(&model, model.node(id).inputs[0])?;
+        let y = patch.wire_node(&model.node(id).name, op, &[x])?[0];
+        patch.shunt_outside(&model, OutletId::new(moved, 0), y)?;
+        patch.apply(&mut model)?;
+        model = model.into_compact()?;
+        fused += 1;
+    }
+    Ok((model, fused))
+}
+
+/// The first node, in evaluation order, for which `parse` finds a fusion.
+fn first_fusion<T>(
+    model: &TypedModel,
+    parse: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<T>>,
+) -> TractResult<Option<(usize, T)>> {
+    for id in model.eval_order()? {
+        if let Some(found) = parse(model, model.node(id))? {
+            return Ok(Some((id, found)));
+        }
+    }
+    Ok(None)
 }
 
 /// Folds every `Max` / `Min` by a single constant that is the only consumer of a [`ConvF32`]

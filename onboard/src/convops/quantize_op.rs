@@ -95,6 +95,14 @@ impl QuantizeU8 {
     }
 }
 
+impl QuantizeU8 {
+    /// `(scale, zero_point, output_type)`: the reciprocal of ONNX's scale as tract holds it,
+    /// the zero point, and the quantized u8 type of the output.
+    pub fn parameters(&self) -> (f32, u8, DatumType) {
+        (self.scale, self.zero_point, self.output_type)
+    }
+}
+
 impl Op for QuantizeU8 {
     fn name(&self) -> StaticName {
         "QuantizeU8".into()
@@ -153,6 +161,169 @@ impl TypedOp for QuantizeU8 {
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
         Ok(Some(AxisChangeConsequence::new(model, node, None, change)))
+    }
+
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+}
+
+/// Most channels [`QuantizeChannelsLast`] takes (its block of codes lives on the stack).
+const MAX_CHANNELS: usize = 16;
+/// Codes per block of [`quantize_channels_last`]: a whole number of pixels of up to
+/// [`MAX_CHANNELS`] channels.
+const BLOCK_CODES: usize = 1024;
+
+/// Quantizes `x`, `channels` planes of `x.len() / channels` values (channels-first, one image),
+/// into `out` channels-last: `out[p * channels + c] = q(x[c * plane + p])`, `q` as
+/// [`quantize_u8`]. Returns false when the lengths differ, `x.len()` is not a whole number of
+/// planes, or `channels` is 0 or more than 16.
+pub fn quantize_channels_last(
+    x: &[f32],
+    channels: usize,
+    scale: f32,
+    zero_point: u8,
+    out: &mut [u8],
+) -> bool {
+    if x.len() != out.len()
+        || channels == 0
+        || channels > MAX_CHANNELS
+        || !x.len().is_multiple_of(channels)
+    {
+        return false;
+    }
+    let plane = x.len() / channels;
+    let pixels = BLOCK_CODES / channels;
+    let mut block = [0u8; BLOCK_CODES];
+    for start in (0..plane).step_by(pixels) {
+        let n = pixels.min(plane - start);
+        for c in 0..channels {
+            let src = &x[c * plane + start..c * plane + start + n];
+            quantize_u8(src, scale, zero_point, &mut block[c * n..(c + 1) * n]);
+        }
+        let dst = &mut out[start * channels..(start + n) * channels];
+        if channels == 3 {
+            let (r, rest) = block[..3 * n].split_at(n);
+            let (g, b) = rest.split_at(n);
+            for (((d, &r), &g), &b) in dst.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+                d.copy_from_slice(&[r, g, b]);
+            }
+        } else {
+            for (p, d) in dst.chunks_exact_mut(channels).enumerate() {
+                for (c, v) in d.iter_mut().enumerate() {
+                    *v = block[c * n + p];
+                }
+            }
+        }
+    }
+    true
+}
+
+/// A [`QuantizeU8`] whose only consumer moved the channel axis last, fused: input `[1, C, H, W]`
+/// f32, output `[1, H, W, C]` u8 codes, `C` at most 16 (the image input of the int8 encoders,
+/// `C = 3`). tract's name for it: `QuantizeChannelsLast`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizeChannelsLast {
+    quantize: QuantizeU8,
+}
+
+impl Eq for QuantizeChannelsLast {}
+
+impl QuantizeChannelsLast {
+    /// The fusion of `node`, a [`QuantizeU8`] on a `[1, C, H, W]` input, with its only consumer
+    /// when that is the move of axis 1 to axis 3; returns the op and the move's node id.
+    pub(super) fn parse(
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<(Self, usize)>> {
+        let Some(q) = node.op_as::<QuantizeU8>() else {
+            return Ok(None);
+        };
+        let input = model.outlet_fact(node.inputs[0])?;
+        let Some(shape) = input.shape.as_concrete() else {
+            return Ok(None);
+        };
+        let succ = &node.outputs[0].successors;
+        let outlet = OutletId::new(node.id, 0);
+        if shape.len() != 4
+            || shape[0] != 1
+            || !(1..=MAX_CHANNELS).contains(&shape[1])
+            || succ.len() != 1
+            || model.output_outlets()?.contains(&outlet)
+        {
+            return Ok(None);
+        }
+        let next = model.node(succ[0].node);
+        if next.op_as::<AxisOp>() != Some(&AxisOp::Move(1, 3)) {
+            return Ok(None);
+        }
+        let quantize = QuantizeU8 {
+            pool: OutputPool::default(),
+            ..q.clone()
+        };
+        Ok(Some((Self { quantize }, next.id)))
+    }
+}
+
+impl Op for QuantizeChannelsLast {
+    fn name(&self) -> StaticName {
+        "QuantizeChannelsLast".into()
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for QuantizeChannelsLast {
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(EvalOp::eval(
+            self,
+            &EvalContext::out_of_plan(),
+            inputs,
+        )?))
+    }
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let Some(x) = inputs.first() else {
+            return Err(TractError::msg("QuantizeChannelsLast takes one input"));
+        };
+        let &[1, c, h, w] = x.shape() else {
+            return Err(TractError::msg(
+                "QuantizeChannelsLast takes a [1, C, H, W] input",
+            ));
+        };
+        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let q = &self.quantize;
+        let out = q.pool.output(q.output_type, &[1, h, w, c], |out| {
+            let mut ov = out.try_as_plain_ram_mut()?;
+            if quantize_channels_last(xs, c, q.scale, q.zero_point, ov.as_slice_mut::<u8>()?) {
+                Ok(())
+            } else {
+                Err(TractError::msg("QuantizeChannelsLast: unsupported shape"))
+            }
+        })?;
+        Ok(tvec!(out))
+    }
+}
+
+impl TypedOp for QuantizeChannelsLast {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape = inputs[0].shape.clone();
+        AxisOp::Move(1, 3).change_shape(&mut shape, false)?;
+        Ok(tvec!(self.quantize.output_type.fact(shape)))
+    }
+
+    fn axes_mapping(
+        &self,
+        inputs: &[&TypedFact],
+        outputs: &[&TypedFact],
+    ) -> TractResult<AxesMapping> {
+        AxesMapping::disconnected(inputs, outputs)
     }
 
     fn as_op(&self) -> &dyn Op {

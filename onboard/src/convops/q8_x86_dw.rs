@@ -261,29 +261,23 @@ unsafe fn pixels<const N: usize>(
     from: &[*const u8],
     wv: &[__m512i],
     r: &Regs,
-    [wo, step, c]: [usize; 3],
+    dims: [usize; 3],
     dst: *mut u8,
 ) {
+    // Fixed-length copies: inlined into this function the loop below keeps the N weight
+    // registers and row pointers in registers and unrolls its taps.
     let from: [*const u8; N] = std::array::from_fn(|i| from[i]);
     let wv: [__m512i; N] = std::array::from_fn(|i| wv[i]);
-    for xo in 0..wo {
-        let mut acc = r.bias;
-        for i in 0..N {
-            // SAFETY: the caller's guarantees.
-            let v = unsafe { _mm512_loadu_si512(from[i].add(xo * step).cast()) };
-            acc = _mm512_dpbusd_epi32(acc, v, wv[i]);
-        }
-        let v = codes_f32(acc, &r.scale, &r.zero_point);
-        // SAFETY: the caller's guarantees.
-        unsafe { _mm_storeu_si128(dst.add(xo * c).cast(), v) };
-    }
+    // SAFETY: the caller's guarantees.
+    unsafe { pixels_any(&from, &wv, r, dims, dst) }
 }
 
-/// [`pixels`] for any number of quads.
+/// [`pixels`] for any number of quads (`from.len()`, `wv` as long).
 ///
 /// # Safety
 /// As [`pixels`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
 unsafe fn pixels_any(
     from: &[*const u8],
     wv: &[__m512i],

@@ -56,6 +56,10 @@ qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 cargo test --release -p onboard --target aarch64-unknown-linux-gnu --no-run
 step "aarch64: onboard tests under qemu: run"
 ONBOARD_TEST_RUNNER="${qemu[*]}" cargo test --release -p onboard --target aarch64-unknown-linux-gnu
+# qemu's default core has the dot product (the integer 1x1 kernels dispatch to `sdot`); a
+# Cortex-A72 has not, so there they dispatch to `smull`/`sadalp`.
+step "aarch64: integer kernels on a core without the dot product (qemu -cpu cortex-a72)"
+QEMU_CPU=cortex-a72 cargo test --release -p onboard --target aarch64-unknown-linux-gnu --lib -- convops::
 step "aarch64: board build, size, and eval predictions equal to x86 (f32 and int8, adaptation on)"
 scripts/build-board.sh
 if [ -n "${MSL_DATA:-}" ]; then

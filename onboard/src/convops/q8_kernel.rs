@@ -168,8 +168,9 @@ impl PackedQ8 {
 
 /// `out[p, o] = code(bias[o] + sum_k (x[p, k] - x_zero_point) * w[o, k])` for `x` `[pixels, k]`
 /// and `out` `[pixels, co]` u8, row-major, `w` packed with that zero point. On x86-64 with
-/// AVX-512 VNNI (detected at run time) it runs `vpdpbusd` register tiles, on aarch64 with the
-/// dot product `sdot` tiles, elsewhere [`pointwise_q8_portable`] (compiled for AVX2 where the
+/// AVX-512 VNNI (detected at run time) it runs `vpdpbusd` register tiles, on aarch64 `sdot`
+/// tiles where the core has the dot product and `smull`/`sadalp` tiles otherwise (both where
+/// the shifted bias fits i32), elsewhere [`pointwise_q8_portable`] (compiled for AVX2 where the
 /// CPU has it). Returns false (leaving
 /// `out` untouched) when a length does not match.
 pub fn pointwise_q8(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
@@ -197,16 +198,18 @@ pub fn pointwise_q8(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> boo
     }
     #[cfg(target_arch = "aarch64")]
     {
-        if let Some(bias) = w
-            .bias_128
-            .as_deref()
-            .filter(|_| super::q8_neon::has_dotprod())
-        {
-            // SAFETY: the dot product is present, the lengths were checked above and `bias`
-            // holds a value per packed channel.
+        use super::q8_neon::{gemm_neon, has_dotprod, Multiply};
+        if let Some(bias) = w.bias_128.as_deref() {
+            let multiply = if has_dotprod() {
+                Multiply::Sdot
+            } else {
+                Multiply::Smull
+            };
+            // SAFETY: `Sdot` only where the dot product is present; the lengths were checked
+            // above and `bias` holds a value per packed channel.
             #[allow(unsafe_code)]
             unsafe {
-                super::q8_neon::gemm_sdot(x, w, bias, rq, out)
+                gemm_neon(x, w, bias, rq, out, multiply)
             };
             return true;
         }
@@ -506,22 +509,30 @@ pub(super) fn pointwise_paths() -> Vec<(&'static str, PointwiseFn)> {
     }
     #[cfg(target_arch = "aarch64")]
     {
-        fn sdot(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+        use super::q8_neon::{gemm_neon, has_dotprod, Multiply};
+        fn neon(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8], m: Multiply) -> bool {
             let Some(bias) = w.bias_128.as_deref() else {
                 return pointwise_q8_portable(x, w, rq, out);
             };
             if !lengths_match(x, w, rq, out) {
                 return false;
             }
-            // SAFETY: listed only when the CPU has the dot product; lengths checked above;
-            // `bias` holds a value per packed channel.
+            // SAFETY: `Sdot` listed only when the CPU has the dot product; lengths checked
+            // above; `bias` holds a value per packed channel.
             #[allow(unsafe_code)]
             unsafe {
-                super::q8_neon::gemm_sdot(x, w, bias, rq, out)
+                gemm_neon(x, w, bias, rq, out, m)
             };
             true
         }
-        if super::q8_neon::has_dotprod() {
+        fn sdot(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            neon(x, w, rq, out, Multiply::Sdot)
+        }
+        fn smull(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
+            neon(x, w, rq, out, Multiply::Smull)
+        }
+        all.push(("neon-smull", smull));
+        if has_dotprod() {
             all.push(("neon-sdot", sdot));
         }
     }

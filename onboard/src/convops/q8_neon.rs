@@ -1,9 +1,11 @@
-//! aarch64 kernel for [`super::q8_kernel`]: the 1x1 tiles on `sdot` by element (Armv8.2's dot
-//! product: four i8 x i8 products summed into each i32 lane), entered only after run-time
-//! feature detection, on lengths the caller has checked. `sdot` multiplies signed bytes, so the
-//! u8 activations enter as `x - 128` (a flip of the top bit) and the packed
+//! aarch64 kernels for [`super::q8_kernel`]'s 1x1 tiles, on lengths the caller has checked:
+//! [`Multiply::Sdot`], `sdot` by element (Armv8.2's dot product: four i8 x i8 products summed
+//! into each i32 lane), entered only after run-time feature detection; and [`Multiply::Smull`]
+//! for cores without it (Cortex-A53, A72): `smull`/`smull2` (eight i8 x i8 products into i16
+//! lanes, exact: at most 128 * 128) and `sadalp` (adjacent pairs added into i32 accumulators),
+//! the pairs of each channel added at the end. Both multiply signed bytes, so the u8
+//! activations enter as `x - 128` (a flip of the top bit) and the packed
 //! [`PackedQ8::bias_128`] carries the `128 * sum_k w[o, k]` that the shift takes away.
-//! Cores without the dot product run the portable loop, which the compiler vectorizes for NEON.
 #![allow(unsafe_code)]
 
 use std::arch::aarch64::*;
@@ -11,9 +13,18 @@ use std::arch::asm;
 
 use super::q8_kernel::{store, PackedQ8, Requant, GROUP, PANEL_Q8};
 
-/// Whether [`gemm_sdot`] can run on this CPU.
+/// Whether [`Multiply::Sdot`] can run on this CPU.
 pub fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+/// Which instructions a 1x1 tile multiplies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Multiply {
+    /// `sdot` by element: needs the dot-product extension ([`has_dotprod`]).
+    Sdot,
+    /// `smull` / `smull2` and `sadalp`: any aarch64 core (NEON is part of the base ISA).
+    Smull,
 }
 
 /// Accumulator registers per pixel: one panel's 32 channels, four per register.
@@ -44,14 +55,21 @@ unsafe fn sdot<const L: i32>(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int3
 }
 
 /// `out = code(x * w + bias)` (see `q8_kernel`) with `x` `[pixels, k]`, `out` `[pixels, co]`,
-/// two pixels by one 32-channel panel at a time (16 accumulator registers, 8 of weights).
-/// `bias` is `w.bias_128` (the bias for activations shifted by -128).
+/// two pixels by one 32-channel panel at a time, multiplied as `multiply` says. `bias` is
+/// `w.bias_128` (the bias for activations shifted by -128).
 ///
 /// # Safety
-/// The CPU has the dot-product extension ([`has_dotprod`]); the lengths match at one pixel or
-/// more (`q8_kernel::lengths_match`); `bias` holds a value per packed channel (whole panels).
-#[target_feature(enable = "neon,dotprod")]
-pub unsafe fn gemm_sdot(x: &[u8], w: &PackedQ8, bias: &[i32], rq: &Requant, out: &mut [u8]) {
+/// With [`Multiply::Sdot`] the CPU has the dot-product extension ([`has_dotprod`]); the lengths
+/// match at one pixel or more (`q8_kernel::lengths_match`); `bias` holds a value per packed
+/// channel (whole panels).
+pub unsafe fn gemm_neon(
+    x: &[u8],
+    w: &PackedQ8,
+    bias: &[i32],
+    rq: &Requant,
+    out: &mut [u8],
+    multiply: Multiply,
+) {
     let (k, co) = (w.k, w.co);
     let pixels = x.len() / k;
     for p in 0..co.div_ceil(PANEL_Q8) {
@@ -64,13 +82,18 @@ pub unsafe fn gemm_sdot(x: &[u8], w: &PackedQ8, bias: &[i32], rq: &Requant, out:
             let rows = (pixels - p0).min(2);
             let mut acc = [[0i32; PANEL_Q8]; 2];
             // SAFETY: rows p0..p0 + rows are below `pixels`, so the row reads stay inside `x`
-            // (whole chunks only below `k / CHUNK * CHUNK`, the rest copied byte by byte); the
-            // panel holds `k.div_ceil(GROUP)` groups of `PANEL_Q8 * GROUP` bytes and only those
-            // groups are read; `bias` holds `PANEL_Q8` values; the dot product is present.
+            // (whole chunks or groups only, the rest copied byte by byte); the panel holds
+            // `k.div_ceil(GROUP)` groups of `PANEL_Q8 * GROUP` bytes and only those groups are
+            // read; `bias` holds `PANEL_Q8` values; `Sdot` only with the dot product (caller).
             unsafe {
                 let r0 = x.as_ptr().add(p0 * k);
                 let r1 = if rows == 2 { r0.add(k) } else { r0 };
-                tile(r0, r1, k, panel.as_ptr(), bias.as_ptr(), &mut acc);
+                match multiply {
+                    Multiply::Sdot => tile(r0, r1, k, panel.as_ptr(), bias.as_ptr(), &mut acc),
+                    Multiply::Smull => {
+                        tile_smull(r0, r1, k, panel.as_ptr(), bias.as_ptr(), &mut acc)
+                    }
+                }
             }
             for (r, a) in acc.iter().enumerate().take(rows) {
                 let o = &mut out[(p0 + r) * co + col..(p0 + r) * co + col + cols];
@@ -91,7 +114,7 @@ pub unsafe fn gemm_sdot(x: &[u8], w: &PackedQ8, bias: &[i32], rq: &Requant, out:
 /// single pixel) against one panel, into `acc`.
 ///
 /// # Safety
-/// As [`gemm_sdot`]: `r0` and `r1` point at `k` readable bytes, `panel` at
+/// As [`gemm_neon`]: the dot product is present; `r0` and `r1` point at `k` readable bytes, `panel` at
 /// `k.div_ceil(GROUP) * PANEL_Q8 * GROUP` bytes, `bias` at `PANEL_Q8` values.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn tile(
@@ -174,6 +197,69 @@ unsafe fn lanes(
         }
         if groups > 3 {
             lane!(3);
+        }
+    }
+}
+
+/// Channels [`tile_smull`] accumulates at once: four registers of four channels, each channel
+/// in two registers of pair sums.
+const HALF: usize = PANEL_Q8 / 2;
+
+/// [`tile`] on `smull` and `sadalp`, half a panel (16 channels) at a time: per group of four
+/// inputs, the four bytes of each row broadcast to every 32-bit lane, multiplied with 16 bytes
+/// of weights (4 channels x 4 inputs) by `smull` (low 8) and `smull2` (high 8) into i16
+/// products, whose adjacent pairs `sadalp` adds into i32 lanes (channel `c`'s lanes `2c` and
+/// `2c + 1` of the pair of registers); `addp` then sums each channel's two lanes.
+///
+/// # Safety
+/// As [`tile`], except that any aarch64 core runs it.
+#[target_feature(enable = "neon")]
+unsafe fn tile_smull(
+    r0: *const u8,
+    r1: *const u8,
+    k: usize,
+    panel: *const i8,
+    bias: *const i32,
+    acc: &mut [[i32; PANEL_Q8]; 2],
+) {
+    let groups = k.div_ceil(GROUP);
+    // The four input bytes of group `g` of a row, shifted to i8, in every 32-bit lane. The
+    // last group of a row whose length is not a multiple of four is copied (its missing bytes
+    // meet zero weights).
+    let word = |r: *const u8, g: usize| -> int8x16_t {
+        let mut b = [0u8; GROUP];
+        let n = GROUP.min(k - g * GROUP);
+        // SAFETY: bytes g * GROUP .. g * GROUP + n of the row lie inside its `k` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(r.add(g * GROUP), b.as_mut_ptr(), n) };
+        let v = u32::from_le_bytes(b) ^ 0x8080_8080;
+        vreinterpretq_s8_u32(vdupq_n_u32(v))
+    };
+    for half in 0..2 {
+        let mut s0 = [[vdupq_n_s32(0); 2]; HALF / 4];
+        let mut s1 = s0;
+        for g in 0..groups {
+            let (x0, x1) = (word(r0, g), word(r1, g));
+            // SAFETY: group `g < k.div_ceil(GROUP)` of the panel, this half's 64 bytes.
+            let wg = unsafe { panel.add((g * PANEL_Q8 + half * HALF) * GROUP) };
+            for (q, (a0, a1)) in s0.iter_mut().zip(s1.iter_mut()).enumerate() {
+                // SAFETY: 16 bytes of the 64 above.
+                let wv = unsafe { vld1q_s8(wg.add(16 * q)) };
+                let lo = vget_low_s8(wv);
+                a0[0] = vpadalq_s16(a0[0], vmull_s8(lo, vget_low_s8(x0)));
+                a0[1] = vpadalq_s16(a0[1], vmull_high_s8(wv, x0));
+                a1[0] = vpadalq_s16(a1[0], vmull_s8(lo, vget_low_s8(x1)));
+                a1[1] = vpadalq_s16(a1[1], vmull_high_s8(wv, x1));
+            }
+        }
+        for (row, s) in acc.iter_mut().zip([s0, s1]) {
+            for (q, pair) in s.iter().enumerate() {
+                let c = half * HALF + 4 * q;
+                // SAFETY: `bias` holds `PANEL_Q8` values and `c + 4 <= PANEL_Q8`; `row` too.
+                unsafe {
+                    let sum = vaddq_s32(vpaddq_s32(pair[0], pair[1]), vld1q_s32(bias.add(c)));
+                    vst1q_s32(row.as_mut_ptr().add(c), sum);
+                }
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ mod q8_kernel;
 #[cfg(target_arch = "aarch64")]
 mod q8_neon;
 mod q8_op;
+mod q8_paths;
 #[cfg(test)]
 mod q8_tests;
 #[cfg(target_arch = "x86_64")]
@@ -34,11 +35,12 @@ pub use op::{ConvF32, Kind};
 use parse::ConvNode;
 pub use pointwise_kernel::{has_simd, pointwise, pointwise_portable, Packed, PANEL};
 pub use q8_kernel::{
-    depthwise_q8, depthwise_q8_paths, depthwise_q8_portable, pointwise_q8, pointwise_q8_portable,
-    DepthwiseFn, DepthwiseQ8, PackedQ8, Requant, GROUP, PANEL_Q8,
+    depthwise_q8, depthwise_q8_portable, pointwise_q8, pointwise_q8_portable, DepthwiseQ8,
+    PackedQ8, Requant, GROUP, PANEL_Q8,
 };
 use q8_op::QConvNode;
 pub use q8_op::{ConvQ8, KindQ8};
+pub use q8_paths::{depthwise_q8_paths, DepthwiseFn};
 pub use quantize_op::{quantize_channels_last, quantize_u8, QuantizeChannelsLast, QuantizeU8};
 pub use residual_op::{Operand, ResidualAdd};
 use tract_onnx::prelude::*;

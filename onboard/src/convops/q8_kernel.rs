@@ -235,7 +235,7 @@ pub(super) fn lengths_match(x: &[u8], w: &PackedQ8, rq: &Requant, out: &[u8]) ->
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn gemm_avx2(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
+pub(super) fn gemm_avx2(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) {
     gemm_portable(x, w, rq, out);
 }
 
@@ -285,6 +285,9 @@ pub struct DepthwiseQ8 {
     /// The same weights for the `vpdpbusd` path (None for a kernel larger than it takes).
     #[cfg(target_arch = "x86_64")]
     pub(super) quads: Option<super::q8_x86_dw::Quads>,
+    /// `taps` as i16, for the NEON path's widening multiplies.
+    #[cfg(target_arch = "aarch64")]
+    pub(super) taps16: Vec<i16>,
 }
 
 impl DepthwiseQ8 {
@@ -309,6 +312,8 @@ impl DepthwiseQ8 {
         }
         Some(Self {
             geometry: *g,
+            #[cfg(target_arch = "aarch64")]
+            taps16: taps_major.iter().map(|&v| v as i16).collect(),
             #[cfg(target_arch = "x86_64")]
             quads: super::q8_x86_dw::Quads::new(
                 &taps_major,
@@ -332,7 +337,8 @@ impl DepthwiseQ8 {
 
 /// The depthwise convolution of channels-last `x` `[h, w, c]` into `out` `[ho, wo, c]`, both
 /// u8, by the definition above. Compiled for AVX-512 or AVX2 where the CPU has them (detected
-/// at run time), portable elsewhere. Returns false when a length does not match.
+/// at run time), on NEON widening multiplies on aarch64, portable elsewhere. Returns false
+/// when a length does not match.
 pub fn depthwise_q8(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
     if !depthwise_lengths_match(x, w, rq, out) {
         return false;
@@ -365,6 +371,13 @@ pub fn depthwise_q8(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> 
             return true;
         }
     }
+    // SAFETY: NEON is part of the aarch64 base ISA; lengths checked above.
+    #[cfg(target_arch = "aarch64")]
+    #[allow(unsafe_code)]
+    unsafe {
+        super::q8_neon::depthwise_neon(x, w, rq, out)
+    };
+    #[cfg(not(target_arch = "aarch64"))]
     depthwise_hwc(x, w, rq, out);
     true
 }
@@ -387,7 +400,7 @@ pub(super) fn depthwise_lengths_match(x: &[u8], w: &DepthwiseQ8, rq: &Requant, o
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn depthwise_avx2(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
+pub(super) fn depthwise_avx2(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
     depthwise_hwc(x, w, rq, out);
 }
 
@@ -460,141 +473,4 @@ fn depthwise_hwc(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
             }
         }
     }
-}
-
-/// A pointwise kernel path: `(x, w, rq, out) -> lengths matched`.
-#[cfg(test)]
-pub(super) type PointwiseFn = fn(&[u8], &PackedQ8, &Requant, &mut [u8]) -> bool;
-/// A depthwise kernel path: `(x, weights, requantization, out)`, false when a length does not
-/// match (as [`depthwise_q8`]).
-pub type DepthwiseFn = fn(&[u8], &DepthwiseQ8, &Requant, &mut [u8]) -> bool;
-
-/// Every pointwise path this CPU can run, by name (the dispatched one included).
-#[cfg(test)]
-pub(super) fn pointwise_paths() -> Vec<(&'static str, PointwiseFn)> {
-    let mut all: Vec<(&'static str, PointwiseFn)> = vec![
-        ("dispatched", pointwise_q8),
-        ("portable", pointwise_q8_portable),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    {
-        fn avx2(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            if !lengths_match(x, w, rq, out) {
-                return false;
-            }
-            // SAFETY: listed only when the CPU has AVX2; lengths checked above.
-            #[allow(unsafe_code)]
-            unsafe {
-                gemm_avx2(x, w, rq, out)
-            };
-            true
-        }
-        fn vnni(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            if !lengths_match(x, w, rq, out) {
-                return false;
-            }
-            // SAFETY: listed only when the CPU has AVX-512 VNNI; lengths checked above.
-            #[allow(unsafe_code)]
-            unsafe {
-                super::q8_x86::gemm_vnni(x, w, rq, out)
-            };
-            true
-        }
-        if super::x86::has_avx2_fma() {
-            all.push(("avx2", avx2));
-        }
-        if super::q8_x86::has_vnni() {
-            all.push(("avx512vnni", vnni));
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        use super::q8_neon::{gemm_neon, has_dotprod, Multiply};
-        fn neon(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8], m: Multiply) -> bool {
-            let Some(bias) = w.bias_128.as_deref() else {
-                return pointwise_q8_portable(x, w, rq, out);
-            };
-            if !lengths_match(x, w, rq, out) {
-                return false;
-            }
-            // SAFETY: `Sdot` listed only when the CPU has the dot product; lengths checked
-            // above; `bias` holds a value per packed channel.
-            #[allow(unsafe_code)]
-            unsafe {
-                gemm_neon(x, w, bias, rq, out, m)
-            };
-            true
-        }
-        fn sdot(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            neon(x, w, rq, out, Multiply::Sdot)
-        }
-        fn smull(x: &[u8], w: &PackedQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            neon(x, w, rq, out, Multiply::Smull)
-        }
-        all.push(("neon-smull", smull));
-        if has_dotprod() {
-            all.push(("neon-sdot", sdot));
-        }
-    }
-    all
-}
-
-/// Every depthwise path this CPU can run, by name (the dispatched one included), for the tests
-/// and benchmarks that compare them.
-pub fn depthwise_q8_paths() -> Vec<(&'static str, DepthwiseFn)> {
-    // Only x86-64 has further depthwise paths.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-    let mut all: Vec<(&'static str, DepthwiseFn)> = vec![
-        ("dispatched", depthwise_q8),
-        ("portable", depthwise_q8_portable),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    {
-        fn avx2(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            if !depthwise_lengths_match(x, w, rq, out) {
-                return false;
-            }
-            // SAFETY: listed only when the CPU has AVX2; lengths checked above.
-            #[allow(unsafe_code)]
-            unsafe {
-                depthwise_avx2(x, w, rq, out)
-            };
-            true
-        }
-        fn avx512(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            if !depthwise_lengths_match(x, w, rq, out) {
-                return false;
-            }
-            // SAFETY: listed only when the CPU has AVX-512 F and BW; lengths checked above.
-            #[allow(unsafe_code)]
-            unsafe {
-                super::q8_x86::depthwise_avx512(x, w, rq, out)
-            };
-            true
-        }
-        if super::x86::has_avx2_fma() {
-            all.push(("avx2", avx2));
-        }
-        fn vnni(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) -> bool {
-            if !depthwise_lengths_match(x, w, rq, out) || !super::q8_x86_dw::takes(w) {
-                // The test geometries this path does not take (stride 3, fewer than 16
-                // channels) are the other paths'.
-                return avx512(x, w, rq, out);
-            }
-            // SAFETY: listed only when the CPU has AVX-512 VNNI; lengths checked above; the
-            // path takes this geometry.
-            #[allow(unsafe_code)]
-            unsafe {
-                super::q8_x86_dw::depthwise_vnni(x, w, rq, out)
-            };
-            true
-        }
-        if super::q8_x86::has_avx512bw() {
-            all.push(("avx512", avx512));
-        }
-        if super::q8_x86::has_vnni() {
-            all.push(("avx512-vnni", vnni));
-        }
-    }
-    all
 }

@@ -11,7 +11,8 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::q8_kernel::{store, PackedQ8, Requant, GROUP, PANEL_Q8};
+use super::depthwise_kernel::tap_range;
+use super::q8_kernel::{channel_acc, store, DepthwiseQ8, PackedQ8, Requant, GROUP, PANEL_Q8};
 
 /// Whether [`Multiply::Sdot`] can run on this CPU.
 pub fn has_dotprod() -> bool {
@@ -259,6 +260,72 @@ unsafe fn tile_smull(
                     let sum = vaddq_s32(vpaddq_s32(pair[0], pair[1]), vld1q_s32(bias.add(c)));
                     vst1q_s32(row.as_mut_ptr().add(c), sum);
                 }
+            }
+        }
+    }
+}
+
+/// Channels per register block of [`depthwise_neon`]: four i32 registers.
+const DW_BLOCK: usize = 16;
+
+/// [`super::depthwise_q8`] on NEON: per output pixel and 16-channel block, each in-plane tap's
+/// inputs less the zero point widened to i16 (`usubl`, exact: `|x - zp| <= 255`) and multiplied
+/// by the tap's weights (pre-widened to i16 at load) into four i32 accumulators
+/// (`smlal`/`smlal2`); the padding contributes nothing and is skipped, as in the portable loop.
+/// Channels past the last whole block take the shared scalar loop.
+///
+/// # Safety
+/// The lengths match (`q8_kernel::depthwise_lengths_match`).
+#[target_feature(enable = "neon")]
+pub unsafe fn depthwise_neon(x: &[u8], w: &DepthwiseQ8, rq: &Requant, out: &mut [u8]) {
+    let g = w.geometry();
+    let (c, [h, wd], [ho, wo], [kh, kw], s) = (g.channels, g.input, g.output, g.kernel, g.stride);
+    let [pt, pl] = g.pad;
+    // The zero point is a u8 code (`DepthwiseQ8::new` takes it as one).
+    let zp = vdupq_n_u8(w.x_zero_point as u8);
+    let blocks = c / DW_BLOCK * DW_BLOCK;
+    for y in 0..ho {
+        let (ky0, ky1) = tap_range(y, s, pt, h, kh);
+        for xo in 0..wo {
+            let (kx0, kx1) = tap_range(xo, s, pl, wd, kw);
+            let at = (y * wo + xo) * c;
+            let o = &mut out[at..at + c];
+            for ch in (0..blocks).step_by(DW_BLOCK) {
+                let b = &w.bias[ch..ch + DW_BLOCK];
+                // SAFETY: `b` holds 16 values.
+                let mut acc: [int32x4_t; 4] =
+                    std::array::from_fn(|j| unsafe { vld1q_s32(b.as_ptr().add(4 * j)) });
+                for ky in ky0..ky1 {
+                    let row = (y * s + ky - pt) * wd;
+                    for kx in kx0..kx1 {
+                        let from = (row + xo * s + kx - pl) * c + ch;
+                        let tap = (ky * kw + kx) * c + ch;
+                        let (xs, ws) = (&x[from..from + DW_BLOCK], &w.taps16[tap..tap + DW_BLOCK]);
+                        // SAFETY: 16 bytes and 16 i16 in the slices just taken.
+                        let (xv, w0, w1) = unsafe {
+                            (
+                                vld1q_u8(xs.as_ptr()),
+                                vld1q_s16(ws.as_ptr()),
+                                vld1q_s16(ws.as_ptr().add(8)),
+                            )
+                        };
+                        let lo = vreinterpretq_s16_u16(vsubl_u8(vget_low_u8(xv), vget_low_u8(zp)));
+                        let hi = vreinterpretq_s16_u16(vsubl_high_u8(xv, zp));
+                        acc[0] = vmlal_s16(acc[0], vget_low_s16(lo), vget_low_s16(w0));
+                        acc[1] = vmlal_high_s16(acc[1], lo, w0);
+                        acc[2] = vmlal_s16(acc[2], vget_low_s16(hi), vget_low_s16(w1));
+                        acc[3] = vmlal_high_s16(acc[3], hi, w1);
+                    }
+                }
+                let mut a = [0i32; DW_BLOCK];
+                for (j, v) in acc.iter().enumerate() {
+                    // SAFETY: lanes 4j .. 4j + 4 of the 16 in `a`.
+                    unsafe { vst1q_s32(a.as_mut_ptr().add(4 * j), *v) };
+                }
+                store(&a, rq, ch, &mut o[ch..ch + DW_BLOCK]);
+            }
+            for (ch, d) in o.iter_mut().enumerate().skip(blocks) {
+                *d = rq.code(channel_acc(x, w, [y, xo], ch, [ky0, ky1], [kx0, kx1]), ch);
             }
         }
     }

@@ -9,6 +9,7 @@ use tract_onnx::tract_core::optim::Optimizer;
 use super::depthwise_kernel::Geometry;
 use super::q8_kernel::*;
 use super::q8_op::{ConvQ8, QConvNode};
+use super::q8_paths::*;
 use super::{patch_order, patches_padded};
 
 /// ONNX `QLinearConv` (reference implementation's arithmetic) on channels-first `x`

@@ -71,6 +71,7 @@ fn own_integer_kernels_track_tracts_on_the_default_int8_encoder() {
     // else, its quantization); the input's quantization with its move to channels-last.
     assert_eq!(own.replaced().residual, 9);
     assert_eq!(own.replaced().quantize_channels_last, 1);
+    assert_eq!(own.replaced().dequantize_sum, 1);
     assert_eq!(theirs.replaced().residual, 0);
     let dim = bundle.manifest.latent_dim;
     let max_diff = |a: &[f32], b: &[f32]| {

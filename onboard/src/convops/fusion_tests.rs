@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::math::add;
+use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 use tract_onnx::tract_core::ops::quant::{quantize_linear_u8, DequantizeLinearF32};
 
 use super::*;
@@ -146,6 +147,57 @@ fn residual_add_equals_tracts_chain_bit_for_bit() {
     }
 }
 
+/// `Reduce<Sum>` over the spatial axes of a dequantized `[1, .., c]` tensor, run by tract as
+/// built and after [`substitute`]: equal bit for bit (tract sums the rows in order), fused.
+#[test]
+fn dequantize_sum_equals_tracts_chain_bit_for_bit() {
+    let shapes: [&[usize]; 5] = [
+        &[1, 4, 4, 1280],
+        &[1, 7, 3, 17],
+        &[1, 1, 1, 5],
+        &[1, 9, 40],
+        &[1, 2, 3, 2, 33],
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = tensor1(&codes(n, 11 + i as u32))
+            .into_shape(shape)
+            .expect("codes");
+        let axes: TVec<usize> = (1..shape.len() - 1).collect();
+        for (scale, zp) in [(0.0478, 131), (0.5, 0), (3.7e-3, 255)] {
+            let mut model = TypedModel::default();
+            let src = model.add_source("x", u8::fact(shape)).expect("x");
+            let dq = DequantizeLinearF32 {
+                scale,
+                zero_point: zp,
+            };
+            let d = model.wire_node("dq", dq, &[src]).expect("dq")[0];
+            let reduce = Reduce {
+                axes: axes.clone(),
+                reducer: Reducer::Sum,
+            };
+            let y = model.wire_node("sum", reduce, &[d]).expect("sum")[0];
+            model.select_output_outlets(&[y]).expect("outputs");
+            let inputs = || tvec![x.clone().into_tvalue()];
+            let want = run(model.clone(), inputs());
+            let (fused, replaced) = substitute(model, INT8).expect("substitute");
+            assert_eq!(replaced.dequantize_sum, 1, "{shape:?}");
+            let got = run(fused.into_optimized().expect("optimized"), inputs());
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(
+                got.as_bytes(),
+                want.as_bytes(),
+                "{shape:?} scale {scale} zero point {zp}"
+            );
+        }
+    }
+    let mut out = [0f32; 3];
+    assert!(!dequantize_sum(&[0; 7], 1.0, 0, &mut out));
+    assert!(!dequantize_sum(&[0; 6], 1.0, 0, &mut []));
+    assert!(dequantize_sum(&[1, 2, 3, 4, 5, 6], 1.0, 1, &mut out));
+    assert_eq!(out, [3.0, 5.0, 7.0]);
+}
+
 /// The default int8 encoder with and without the fusions, on two fixture images and a
 /// saturating input: the same latent bit for bit; the fused graph has no f32 dequantize-add
 /// chain left on the skip connections and no separate move of the input.
@@ -168,10 +220,12 @@ fn fused_int8_encoder_equals_the_unfused_bit_for_bit() {
     let (unfused, _) = substitute_convolutions(typed.clone(), INT8).expect("unfused");
     let (fused, replaced) = substitute(typed, INT8).expect("fused");
     assert_eq!((replaced.residual, replaced.quantize_channels_last), (9, 1));
+    assert_eq!(replaced.dequantize_sum, 1);
     let count =
         |m: &TypedModel, name: &str| m.nodes().iter().filter(|n| n.op.name() == name).count();
     assert_eq!(count(&fused, "ResidualAdd"), 9);
     assert_eq!(count(&fused, "QuantizeChannelsLast"), 1);
+    assert_eq!(count(&fused, "DequantizeSum"), 1);
     assert_eq!(count(&unfused, "ResidualAdd"), 0);
     let unfused = unfused
         .into_optimized()

@@ -3,7 +3,9 @@
 //! (ReLU6) fused. [`substitute`] swaps them in for tract's convolutions and moves the graph
 //! around them to channels-last.
 
+mod average_pool_op;
 mod depthwise_kernel;
+mod fusion;
 #[cfg(test)]
 mod fusion_tests;
 mod im2col;
@@ -27,6 +29,7 @@ mod residual_op;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use average_pool_op::{dequantize_sum, DequantizeSum};
 pub use depthwise_kernel::{
     depthwise_hwc, depthwise_hwc_portable, taps_major, transpose, Clamp, Geometry,
 };
@@ -82,6 +85,8 @@ pub struct Replaced {
     /// Quantizations fused with the move of their output's channels last
     /// ([`QuantizeChannelsLast`]).
     pub quantize_channels_last: usize,
+    /// Global average pools' dequantize-sum chains fused into one op ([`DequantizeSum`]).
+    pub dequantize_sum: usize,
     /// `Max` / `Min` nodes folded into a replacement's clamp.
     pub clamps: usize,
 }
@@ -95,16 +100,18 @@ pub fn substitute(model: TypedModel, kernels: Kernels) -> TractResult<(TypedMode
     if !kernels.int8 {
         return Ok((model, replaced));
     }
-    let (model, residual) = fuse_residuals(model)?;
-    let (model, moved) = fuse_channels_last_quantize(model)?;
+    let (model, residual) = fusion::fuse_each(model, ResidualAdd::parse)?;
+    let (model, moved) = fusion::fuse_each(model, QuantizeChannelsLast::parse)?;
+    let (model, pooled) = fusion::fuse_each(model, DequantizeSum::parse)?;
     replaced.residual = residual;
     replaced.quantize_channels_last = moved;
+    replaced.dequantize_sum = pooled;
     Ok((model, replaced))
 }
 
-/// [`substitute`] without the int8 graphs' fusions ([`fuse_residuals`],
-/// [`fuse_channels_last_quantize`]): the replaced convolutions and quantizations, the moves
-/// around them, decluttered, clamps folded.
+/// [`substitute`] without the int8 graphs' fusions ([`ResidualAdd`], [`QuantizeChannelsLast`],
+/// [`DequantizeSum`]): the replaced convolutions and quantizations, the moves around them,
+/// decluttered, clamps folded.
 pub(crate) fn substitute_convolutions(
     mut model: TypedModel,
     kernels: Kernels,
@@ -179,52 +186,6 @@ pub(crate) fn substitute_convolutions(
     let (model, clamps) = fuse_clamps(model.into_decluttered()?)?;
     replaced.clamps = clamps;
     Ok((model, replaced))
-}
-
-/// Replaces every skip connection's `DequantizeLinearF32` -> `Add` (-> [`QuantizeU8`]) chain
-/// with one [`ResidualAdd`] (same values, bit for bit); returns the model and how many.
-pub fn fuse_residuals(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
-    let mut fused = 0;
-    while let Some((id, fusion)) = first_fusion(&model, residual_op::ResidualAdd::parse)? {
-        let mut patch = TypedModelPatch::default();
-        let a = patch.tap_model(&model, fusion.inputs[0])?;
-        let b = patch.tap_model(&model, fusion.inputs[1])?;
-        let y = patch.wire_node(&model.node(id).name, fusion.op, &[a, b])?[0];
-        patch.shunt_outside(&model, fusion.replaces, y)?;
-        patch.apply(&mut model)?;
-        model = model.into_compact()?;
-        fused += 1;
-    }
-    Ok((model, fused))
-}
-
-/// Replaces a [`QuantizeU8`] followed by the move of its output's channels last (the int8
-/// encoders' image input) with one [`QuantizeChannelsLast`]; returns the model and how many.
-pub fn fuse_channels_last_quantize(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
-    let mut fused = 0;
-    while let Some((id, (op, moved))) = first_fusion(&model, QuantizeChannelsLast::parse)? {
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(&model, model.node(id).inputs[0])?;
-        let y = patch.wire_node(&model.node(id).name, op, &[x])?[0];
-        patch.shunt_outside(&model, OutletId::new(moved, 0), y)?;
-        patch.apply(&mut model)?;
-        model = model.into_compact()?;
-        fused += 1;
-    }
-    Ok((model, fused))
-}
-
-/// The first node, in evaluation order, for which `parse` finds a fusion.
-fn first_fusion<T>(
-    model: &TypedModel,
-    parse: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<T>>,
-) -> TractResult<Option<(usize, T)>> {
-    for id in model.eval_order()? {
-        if let Some(found) = parse(model, model.node(id))? {
-            return Ok(Some((id, found)));
-        }
-    }
-    Ok(None)
 }
 
 /// Folds every `Max` / `Min` by a single constant that is the only consumer of a [`ConvF32`]

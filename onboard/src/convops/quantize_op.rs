@@ -11,6 +11,7 @@ use tract_onnx::tract_core::internal::{
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
+use super::fusion::Fusion;
 use super::pool::OutputPool;
 
 /// `out[i] = clamp(round_half_even(x[i] * scale) + zero_point, 0, 255)` with `scale` the
@@ -235,11 +236,8 @@ impl Eq for QuantizeChannelsLast {}
 
 impl QuantizeChannelsLast {
     /// The fusion of `node`, a [`QuantizeU8`] on a `[1, C, H, W]` input, with its only consumer
-    /// when that is the move of axis 1 to axis 3; returns the op and the move's node id.
-    pub(super) fn parse(
-        model: &TypedModel,
-        node: &TypedNode,
-    ) -> TractResult<Option<(Self, usize)>> {
+    /// when that is the move of axis 1 to axis 3 (whose consumers it takes over).
+    pub(super) fn parse(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Fusion>> {
         let Some(q) = node.op_as::<QuantizeU8>() else {
             return Ok(None);
         };
@@ -265,7 +263,11 @@ impl QuantizeChannelsLast {
             pool: OutputPool::default(),
             ..q.clone()
         };
-        Ok(Some((Self { quantize }, next.id)))
+        Ok(Some(Fusion {
+            op: Box::new(Self { quantize }),
+            inputs: tvec![node.inputs[0]],
+            replaces: OutletId::new(next.id, 0),
+        }))
     }
 }
 

@@ -12,6 +12,7 @@ use tract_onnx::tract_core::internal::{
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
 
+use super::fusion::Fusion;
 use super::pool::OutputPool;
 use super::quantize_op::{quantize_u8, QuantizeU8};
 
@@ -136,17 +137,10 @@ pub struct ResidualAdd {
 
 impl Eq for ResidualAdd {}
 
-/// A fusion [`ResidualAdd::parse`] found: the op, the outlets it reads, and the outlet whose
-/// consumers it takes over (the add's, or the quantization's when that is fused in).
-pub(super) struct Fusion {
-    pub op: ResidualAdd,
-    pub inputs: [OutletId; 2],
-    pub replaces: OutletId,
-}
-
 impl ResidualAdd {
     /// The fusion rooted at `node` when it is an f32 `Add` of two same-shaped tensors, at least
-    /// one of them a `DequantizeLinearF32` of u8 codes that nothing else reads.
+    /// one of them a `DequantizeLinearF32` of u8 codes that nothing else reads; it takes over
+    /// the add's consumers, or the quantization's when that is fused in.
     pub(super) fn parse(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Fusion>> {
         let Some(bin) = node.op_as::<TypedBinOp>() else {
             return Ok(None);
@@ -200,8 +194,8 @@ impl ResidualAdd {
             }
         }
         Ok(Some(Fusion {
-            op,
-            inputs,
+            op: Box::new(op),
+            inputs: inputs.into_iter().collect(),
             replaces,
         }))
     }

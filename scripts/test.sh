@@ -63,8 +63,9 @@ QEMU_CPU=cortex-a72 cargo test --release -p onboard --target aarch64-unknown-lin
 step "aarch64: board build, size, and eval predictions equal to x86 (f32 and int8, adaptation on)"
 scripts/build-board.sh
 if [ -n "${MSL_DATA:-}" ]; then
-  # The first validation images in sol order: 48 at f32, 16 at int8 (tract's i8 NEON kernels,
-  # about 4x slower than f32 under qemu). Emulation costs over a second per f32 image; the real-data evaluation on many images runs natively in the tests above.
+  # The first validation images in sol order: 48 at f32, 16 at int8. Emulation costs over a
+  # second per f32 image; the real-data evaluation on many images runs natively in the tests
+  # above.
   tmp="$(mktemp -d)"
   sort "$MSL_DATA/val-calibrated-shuffled.txt" >"$tmp/val-chrono.txt"
   board="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release-small/onboard"

@@ -4,14 +4,14 @@
 //! (`tract_linalg::isa::native()`, probed once per process). On Intel CPUs with AMX
 //! (`amx_tile amx_int8` in `/proc/cpuinfo`) it picks `avx512amx_mmm_i32_8x8` for the int8
 //! graphs, and that kernel has crashed test processes with SIGSEGV (3 runs in 7, in a process
-//! with libtorch's threads alive): both of tract's AMX int8 kernels read hundreds of bytes past the
-//! end of their packed B operand whenever k is not a multiple of 64, which faults when the buffer
-//! ends near an unmapped page (reproduced by `examples/tract_amx_overread.rs`; docs/PERFORMANCE.md
-//! has the diagnosis). The project therefore keeps tract's AMX kernels out of every
-//! process it runs: [`apply`] removes `amx-int8` and `amx-bf16` from the set tract dispatches
-//! on, whatever the environment's `TRACT_CPU_ISA` asks for, and every way the project loads an
-//! ONNX graph with tract ([`onnx`]) applies it first. The int8 graphs then run on tract's
-//! AVX-512 VNNI / AVX2 kernels, which every x86 machine the project has seen runs.
+//! with libtorch's threads alive): both of tract's AMX int8 kernels read hundreds of bytes past
+//! the end of their packed B operand whenever k is not a multiple of 64, which faults when the
+//! buffer ends near an unmapped page (reproduced by `examples/tract_amx_overread.rs`;
+//! docs/PERFORMANCE.md has the diagnosis). The project therefore keeps tract's AMX kernels out
+//! of every process it runs: [`apply`] removes `amx-int8` and `amx-bf16` from the set tract
+//! dispatches on, whatever the environment's `TRACT_CPU_ISA` asks for, and every way the
+//! project loads an ONNX graph with tract ([`onnx`]) applies it first. The int8 graphs then run
+//! on tract's AVX-512 VNNI / AVX2 kernels, which every x86 machine the project has seen runs.
 
 use std::sync::Once;
 

@@ -115,8 +115,8 @@ pub unsafe fn gemm_neon(
 /// single pixel) against one panel, into `acc`.
 ///
 /// # Safety
-/// As [`gemm_neon`]: the dot product is present; `r0` and `r1` point at `k` readable bytes, `panel` at
-/// `k.div_ceil(GROUP) * PANEL_Q8 * GROUP` bytes, `bias` at `PANEL_Q8` values.
+/// As [`gemm_neon`]: the dot product is present; `r0` and `r1` point at `k` readable bytes,
+/// `panel` at `k.div_ceil(GROUP) * PANEL_Q8 * GROUP` bytes, `bias` at `PANEL_Q8` values.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn tile(
     r0: *const u8,

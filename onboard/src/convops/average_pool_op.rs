@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use super::fusion::Fusion;
 use super::pool::OutputPool;
@@ -129,19 +130,11 @@ impl Op for DequantizeSum {
         "DequantizeSum".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for DequantizeSum {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let Some(x) = inputs.first() else {
@@ -185,11 +178,5 @@ impl TypedOp for DequantizeSum {
         AxesMapping::disconnected(inputs, outputs)
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }

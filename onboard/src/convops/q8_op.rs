@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxesMapping, EvalContext, EvalOp, Op, StaticName, TypedOp};
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use super::im2col::{patch_order, patches_strided};
 use super::parse::ConvShape;
@@ -250,19 +251,11 @@ impl Op for ConvQ8 {
         .into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for ConvQ8 {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let Some(x) = inputs.first() else {
@@ -302,11 +295,5 @@ impl TypedOp for ConvQ8 {
         AxesMapping::disconnected(inputs, outputs)
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }

@@ -10,6 +10,7 @@ use tract_onnx::tract_core::internal::{
 };
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use super::fusion::Fusion;
 use super::pool::OutputPool;
@@ -109,19 +110,11 @@ impl Op for QuantizeU8 {
         "QuantizeU8".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for QuantizeU8 {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let Some(x) = inputs.first() else {
@@ -164,13 +157,7 @@ impl TypedOp for QuantizeU8 {
         Ok(Some(AxisChangeConsequence::new(model, node, None, change)))
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }
 
 /// Most channels [`QuantizeChannelsLast`] takes (its block of codes lives on the stack).
@@ -276,19 +263,11 @@ impl Op for QuantizeChannelsLast {
         "QuantizeChannelsLast".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for QuantizeChannelsLast {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let Some(x) = inputs.first() else {
@@ -328,13 +307,7 @@ impl TypedOp for QuantizeChannelsLast {
         AxesMapping::disconnected(inputs, outputs)
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use tract_onnx::tract_core::internal::{
 };
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use super::fusion::Fusion;
 use super::pool::OutputPool;
@@ -239,19 +240,11 @@ impl Op for ResidualAdd {
         "ResidualAdd".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for ResidualAdd {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let [a, b] = inputs.as_slice() else {
@@ -291,11 +284,5 @@ impl TypedOp for ResidualAdd {
         Ok(Some(AxisChangeConsequence::new(model, node, None, change)))
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 }

@@ -53,14 +53,13 @@ mod repro {
     /// Runs one case in this process; returns a one-line outcome or an error. May die of SIGSEGV:
     /// that is the bug being reproduced.
     fn run_case(name: &str, k: usize, placement: &str) -> TractResult<String> {
-        let amx = tract_linalg::x86_64::amx::has_amx_int8(); // asks for the tile permission
+        // Called for its side effect: the process's permission to use the AMX tile state.
+        let _ = tract_linalg::x86_64::amx::has_amx_int8();
         match name {
             HARNESS => one_byte_past(placement),
-            "avx512amx_mmm_i32_8x8" => one_tile(&*x86::avx512amx_mmm_i32_8x8, k, placement, amx),
-            "avx512amx_mmm_i32_16x16" => {
-                one_tile(&*x86::avx512amx_mmm_i32_16x16, k, placement, amx)
-            }
-            "avx512vnni_mmm_i32_8x8" => one_tile(&*x86::avx512vnni_mmm_i32_8x8, k, placement, amx),
+            "avx512amx_mmm_i32_8x8" => one_tile(&*x86::avx512amx_mmm_i32_8x8, k, placement),
+            "avx512amx_mmm_i32_16x16" => one_tile(&*x86::avx512amx_mmm_i32_16x16, k, placement),
+            "avx512vnni_mmm_i32_8x8" => one_tile(&*x86::avx512vnni_mmm_i32_8x8, k, placement),
             other => bail!("unknown kernel {other}"),
         }
     }
@@ -69,7 +68,6 @@ mod repro {
         ker: &K,
         k: usize,
         placement: &str,
-        _amx: bool,
     ) -> TractResult<String> {
         if !ker.runnable() {
             return Ok("not runnable on this CPU".into());

@@ -99,16 +99,15 @@ fn residual_add_equals_tracts_chain_bit_for_bit() {
                 zero_point: za,
             };
             let da = model.wire_node("a.dq", dqa, &[xa]).expect("dq a")[0];
-            let (xb, db) = if u8_skip {
+            let db = if u8_skip {
                 let xb = model.add_source("b", u8::fact(shape)).expect("b");
                 let dqb = DequantizeLinearF32 {
                     scale: sb,
                     zero_point: zb,
                 };
-                (xb, model.wire_node("b.dq", dqb, &[xb]).expect("dq b")[0])
+                model.wire_node("b.dq", dqb, &[xb]).expect("dq b")[0]
             } else {
-                let xb = model.add_source("b", f32::fact(shape)).expect("b");
-                (xb, xb)
+                model.add_source("b", f32::fact(shape)).expect("b")
             };
             let mut y = model.wire_node("add", add(), &[db, da]).expect("add")[0];
             if let Some((scale, zp)) = quant {
@@ -117,7 +116,6 @@ fn residual_add_equals_tracts_chain_bit_for_bit() {
                     .expect("q")[0];
             }
             model.select_output_outlets(&[y]).expect("outputs");
-            let _ = xb;
             let second = if u8_skip { b.clone() } else { skip.clone() };
             let inputs = || tvec![a.clone().into_tvalue(), second.clone().into_tvalue()];
             let want = run(model.clone(), inputs());

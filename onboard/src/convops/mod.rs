@@ -45,7 +45,7 @@ use q8_op::QConvNode;
 pub use q8_op::{ConvQ8, KindQ8};
 pub use q8_paths::{depthwise_q8_paths, DepthwiseFn};
 pub use quantize_op::{quantize_channels_last, quantize_u8, QuantizeChannelsLast, QuantizeU8};
-pub use residual_op::{Operand, ResidualAdd};
+pub use residual_op::ResidualAdd;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{AxisOp, TypedModelPatch, TypedOp};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;

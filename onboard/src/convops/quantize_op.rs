@@ -246,12 +246,11 @@ impl QuantizeChannelsLast {
         if next.op_as::<AxisOp>() != Some(&AxisOp::Move(1, 3)) {
             return Ok(None);
         }
-        let quantize = QuantizeU8 {
-            pool: OutputPool::default(),
-            ..q.clone()
-        };
         Ok(Some(Fusion {
-            op: Box::new(Self { quantize }),
+            // A clone's output pool starts empty (`OutputPool`'s `Clone`).
+            op: Box::new(Self {
+                quantize: q.clone(),
+            }),
             inputs: tvec![node.inputs[0]],
             replaces: OutletId::new(next.id, 0),
         }))

@@ -201,11 +201,6 @@ impl ResidualAdd {
         }))
     }
 
-    /// Whether the sum is quantized in the op (its output is u8).
-    pub fn quantizes(&self) -> bool {
-        self.quant.is_some()
-    }
-
     /// Runs the op on its two inputs' plain values; `out` gets what [`Self::eval`] returns.
     fn run(&self, a: Values, b: Values, out: &mut Tensor) -> TractResult<()> {
         let mut ov = out.try_as_plain_ram_mut()?;
